@@ -1,0 +1,3 @@
+from alexbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Atomic file writes and a one-writer lock for run folders.
+
+Every file alexbench writes goes through :func:`atomic_write` or :func:`atomic_path`:
+the data lands in a temporary file in the same directory, is fsynced, then renamed
+over the target, and the directory is fsynced. A crash or a full disk therefore
+leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from alexbench.errors import UserError
+
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "RunLock"]
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _disk_error(path: Path, exc: OSError) -> UserError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UserError(f"{path}: no space left on device; the previous file was kept")
+    return UserError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+
+    Use this for libraries that want a file name (``torch.save``, ``np.savez``,
+    ``model.save_weights``). The caller writes the temp file; we fsync and rename.
+    On any exception the temp file is removed and ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=(suffix or target.suffix) + ".tmp",
+                                    dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(target, exc) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: object) -> object:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """One writer per output folder. The lock file records the owner's PID.
+
+    A lock left by a dead process is stale: it is taken over (and said so).
+    A lock held by a live process makes the second writer refuse with a clear error.
+    """
+
+    def __init__(self, directory: str | os.PathLike, name: str = ".alexbench.lock") -> None:
+        self.path = Path(directory) / name
+        self.took_over_from: int | None = None
+        self._held = False
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._read_owner()
+                if owner is not None and owner != os.getpid() and _pid_alive(owner):
+                    raise UserError(f"{self.path.parent}: another alexbench process (PID {owner}) is writing here; "
+                                    f"wait for it or remove {self.path} if you are sure it is gone")
+                # stale (dead owner or unreadable): take it over
+                self.took_over_from = owner
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._held = True
+            return self
+        raise UserError(f"{self.path}: could not take the lock")
+
+    def _read_owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def release(self) -> None:
+        if self._held and self._read_owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self._held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,124 @@
+"""Command-line entry point. It only parses flags and calls library functions.
+
+Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback unless
+``--debug``), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Sequence
+
+from alexbench import __version__
+from alexbench.errors import UserError
+
+# command name -> "module:function"; imported lazily so `alexbench --help` stays fast.
+COMMANDS: dict[str, str] = {
+    "data": "alexbench.data.commands:data_command",
+    "models": "alexbench.models.commands:models_command",
+    "parity": "alexbench.models.commands:parity_command",
+    "train": "alexbench.train:train_command",
+    "eval": "alexbench.train:eval_command",
+    "run": "alexbench.runner:run_command",
+    "compare": "alexbench.report.commands:compare_command",
+    "report": "alexbench.report.commands:report_command",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors already; keep its message to one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="alexbench", description="The AlexNet challenge, PyTorch vs Keras on CIFAR-10, in one command.")
+    p.add_argument("--version", action="version", version=f"alexbench {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("data", help="locate or fetch, verify and cache a dataset; print counts")
+    d.add_argument("source", nargs="?", default=None,
+                   help="official archive/dir, image folder or tarball; default: auto-detect, then the embedded sample")
+    d.add_argument("--verify", action="store_true", help="re-hash the source and check every image decodes")
+    d.add_argument("--download", action="store_true", help="download official CIFAR-10 if no source is found")
+
+    sub.add_parser("models", help="list registered models with params and FLOPs")
+
+    pa = sub.add_parser("parity", help="port weights torch<->keras and print the max abs logit difference")
+    pa.add_argument("--model", required=True)
+    pa.add_argument("--num-classes", type=int, default=10)
+    pa.add_argument("--batch", type=int, default=4)
+    pa.add_argument("--seed", type=int, default=0)
+
+    def add_data_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data", default=None, help="dataset source (see `alexbench data`)")
+        sp.add_argument("--config", default=None, help="YAML config file")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key (repeatable), e.g. --set optimizer.lr=0.05")
+
+    t = sub.add_parser("train", help="train one model in one framework into a run folder")
+    t.add_argument("--model", required=True)
+    t.add_argument("--framework", required=True, choices=["torch", "keras"])
+    t.add_argument("--pretrained", default=None, help="'imagenet' or a weights path")
+    t.add_argument("--weights", default=None, help="offline weights file for --pretrained imagenet")
+    add_data_opts(t)
+    t.add_argument("--out", required=True)
+    t.add_argument("--resume", action="store_true")
+
+    e = sub.add_parser("eval", help="evaluate a run folder or checkpoint")
+    e.add_argument("target", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument("--data", default=None)
+    e.add_argument("--out", default=None, help="write metrics JSON here (default: print only)")
+
+    r = sub.add_parser("run", help="the whole comparison: a matrix of train runs, then the report")
+    r.add_argument("--preset", default="quick")
+    add_data_opts(r)
+    r.add_argument("--weights-dir", default=None, help="folder with offline pretrained weight files")
+    r.add_argument("--out", required=True)
+    r.add_argument("--resume", action="store_true")
+
+    c = sub.add_parser("compare", help="comparison table and pairwise statistics")
+    c.add_argument("runs", nargs="+", metavar="RUN")
+
+    rp = sub.add_parser("report", help="self-contained HTML report plus a Markdown twin")
+    rp.add_argument("runs", nargs="+", metavar="RUN")
+    rp.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    return p
+
+
+def _resolve(spec: str) -> Callable[[argparse.Namespace], int | None]:
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        rc = _resolve(COMMANDS[args.command])(args)
+        return int(rc or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"alexbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alexbench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # internal error: one line unless --debug
+        if args.debug:
+            raise
+        print(f"alexbench {args.command}: internal error: {type(exc).__name__}: {exc} (re-run with --debug)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,12 @@
+"""Data sources and the shared, framework-neutral batch stream."""
+
+from alexbench.data.dataset import Dataset
+
+__all__ = ["Dataset", "load_dataset"]
+
+
+def load_dataset(source: str | None = None, **kwargs):  # noqa: ANN201 - re-exported
+    """Load a dataset from ``source`` (or auto-detect); see :mod:`alexbench.data.sources`."""
+    from alexbench.data.sources import load_dataset as _load
+
+    return _load(source, **kwargs)
