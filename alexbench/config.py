@@ -1,0 +1,204 @@
+"""One typed config for both engines, loaded from YAML and ``--set key=value`` overrides.
+
+Every key has the same meaning in the PyTorch and the Keras engine. Unknown keys and
+out-of-range values are rejected with the field named. The resolved config is saved
+with each run (``config.yaml``) and inside each checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from alexbench.errors import UserError
+
+__all__ = ["TrainConfig", "OptimizerConfig", "ScheduleConfig", "AugmentConfig", "FinetuneConfig",
+           "load_yaml", "resolve_config", "apply_overrides", "dump_yaml"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class OptimizerConfig(_Strict):
+    """Optimizer. Weight decay is *coupled* (L2 added to the gradient) for ``sgd`` and ``adam``,
+    and *decoupled* (``w -= lr * wd * w``, Loshchilov & Hutter) for ``adamw``, identically in
+    both engines. It applies to every parameter, BatchNorm and biases included."""
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+
+
+class ScheduleConfig(_Strict):
+    """Learning-rate schedule, evaluated per step by one pure function shared by both engines."""
+
+    name: Literal["constant", "step", "cosine", "onecycle"] = "onecycle"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_epochs: int = Field(30, gt=0)  # for "step": multiply by gamma every step_epochs
+    gamma: float = Field(0.1, gt=0, le=1)
+    pct_start: float = Field(0.25, gt=0, lt=1)  # for "onecycle": share of steps rising to lr
+    div_factor: float = Field(10.0, ge=1)  # onecycle start lr = lr / div_factor
+    final_div_factor: float = Field(100.0, ge=1)  # final lr = lr / final_div_factor (onecycle, cosine)
+
+
+class AugmentConfig(_Strict):
+    """Training augmentation, computed once per (seed, epoch) in the shared stream."""
+
+    enabled: bool = True
+    crop_padding: int = Field(4, ge=0, le=16)
+    flip: bool = True
+
+
+class FinetuneConfig(_Strict):
+    """Two-phase fine-tuning of pretrained models: a frozen base (BatchNorm in inference), then all
+    layers at ``lr * base_lr_scale``."""
+
+    freeze_epochs: int = Field(0, ge=0)
+    unfrozen_lr_scale: float = Field(0.1, gt=0, le=1)
+
+
+class TrainConfig(_Strict):
+    model: str = "alexnet_cifar"
+    framework: Literal["torch", "keras"] = "torch"
+    pretrained: Optional[str] = None  # None, "imagenet", or a weights path
+    weights: Optional[str] = None  # offline file for pretrained="imagenet"
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(10, gt=0, le=10000)
+    batch_size: int = Field(256, gt=0, le=65536)
+    eval_batch_size: int = Field(500, gt=0, le=65536)
+    seed: int = Field(0, ge=0)
+    deterministic: bool = False
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    max_train_images: Optional[int] = Field(None, gt=0)  # cap the training split (quick runs)
+    max_test_images: Optional[int] = Field(None, gt=0)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    input_size: Optional[int] = Field(None, ge=8, le=1024)  # default: the model's own
+    normalization: Optional[Literal["dataset", "imagenet", "caffe"]] = None  # default: by model/weights
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True
+    compile: bool = False  # torch.compile / XLA jit
+    device: str = "auto"  # torch: auto|cpu|cuda|cuda:N|mps ; keras: auto|cpu|gpu|gpu:N
+    threads: Optional[int] = Field(None, gt=0, le=1024)
+    checkpoint_minutes: float = Field(10.0, gt=0)
+    early_stopping_patience: Optional[int] = Field(None, gt=0)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    tta_flip: bool = False  # average logits of the image and its mirror at evaluation
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.framework == "torch" and not (self.device in ("auto", "cpu", "mps", "cuda")
+                                              or self.device.startswith("cuda:")):
+            raise ValueError(f"device: {self.device!r} is not a torch device (auto, cpu, cuda, cuda:N, mps)")
+        if self.framework == "keras" and not (self.device in ("auto", "cpu", "gpu") or self.device.startswith("gpu:")):
+            raise ValueError(f"device: {self.device!r} is not a TensorFlow device (auto, cpu, gpu, gpu:N)")
+        return self
+
+
+def _format_error(exc: ValidationError, origin: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    msg = err.get("msg", "invalid")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in err and err.get("type") != "missing":
+        msg = f"{msg} (got {err['input']!r})"
+    where = f"{origin}: " if origin else ""
+    return f"{where}{loc + ': ' if loc else ''}{msg}"
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader (python tags are refused)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{p}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{p}: cannot read ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise UserError(f"{p}: not a safe YAML config ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML scalars) to a nested dict."""
+    out = _deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        parts = [k for k in key.strip().split(".") if k]
+        if not parts:
+            raise UserError(f"--set {item}: empty key")
+        node = out
+        for k in parts[:-1]:
+            nxt = node.setdefault(k, {})
+            if not isinstance(nxt, dict):
+                raise UserError(f"--set {item}: {k} is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def _deepcopy(d: dict) -> dict:
+    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = _deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def validate(data: dict, origin: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_format_error(exc, origin)) from None
+
+
+def resolve_config(config_file: str | None = None, overrides: list[str] | None = None,
+                   base: dict | None = None) -> TrainConfig:
+    """Defaults < ``base`` < config file < ``--set`` overrides, validated."""
+    data: dict = _deepcopy(base or {})
+    origin = "config"
+    if config_file:
+        data = deep_merge(data, load_yaml(config_file))
+        origin = str(config_file)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        origin = f"{origin} + --set" if config_file else "--set"
+    return validate(data, origin)
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,221 @@
+"""PyTorch engine: build, one optimizer step, evaluate, checkpoint.
+
+Fast paths (each switchable in the config): bf16 autocast where the CPU has native
+bf16 (AVX512-BF16/AMX) or on CUDA, fp16 autocast with a GradScaler on CUDA,
+channels_last, ``torch.compile``, ``inference_mode`` for evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+
+from alexbench.config import TrainConfig
+from alexbench.data.stream import Normalization
+from alexbench.errors import UserError
+from alexbench.frameworks import cpu_has_bf16, import_torch
+
+
+class TorchEngine:
+    framework = "torch"
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, norm: Normalization, input_size: int) -> None:
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.norm = norm
+        self.input_size = input_size
+        self.torch = import_torch(cfg.threads)
+        self.device = self._pick_device(cfg.device)
+        self.precision = self._pick_precision(cfg.precision)
+        self.model = None
+        self.optimizer = None
+        self._step_fn = None
+
+    # -- device and dtype, chosen in one place -------------------------------------------------
+    def _pick_device(self, want: str) -> str:
+        torch = self.torch
+        if want == "auto":
+            if torch.cuda.is_available():
+                return "cuda"
+            if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+                return "mps"
+            return "cpu"
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"device: {want!r} asked for but CUDA is not available in this torch build/machine")
+        if want == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError("device: 'mps' asked for but not available")
+        return want
+
+    def _pick_precision(self, want: str) -> str:
+        torch = self.torch
+        on_cuda = self.device.startswith("cuda")
+        bf16_ok = (on_cuda and torch.cuda.is_bf16_supported()) or (self.device == "cpu" and cpu_has_bf16())
+        if want == "auto":
+            return "bf16" if bf16_ok else "fp32"
+        if want == "bf16" and not bf16_ok and self.device == "cpu":
+            raise UserError("precision: bf16 asked for but this CPU has no native bf16 (AVX512-BF16/AMX); use fp32")
+        if want == "fp16" and not on_cuda:
+            raise UserError("precision: fp16 is only supported on CUDA; use bf16 or fp32")
+        return want
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = self.torch.bfloat16 if self.precision == "bf16" else self.torch.float16
+        return self.torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
+
+    # -- build -------------------------------------------------------------------------------
+    def build(self) -> None:
+        torch = self.torch
+        from alexbench.models import create_model
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=False)
+            torch.backends.cudnn.benchmark = False
+        model = create_model(cfg.model, "torch", num_classes=self.num_classes, pretrained=cfg.pretrained,
+                             weights=cfg.weights, **cfg.model_options)
+        model = model.to(self.device)
+        self._mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model = model.to(memory_format=self._mem)
+        self.model = model
+        self.mean = torch.tensor(self.norm.mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.norm.std, device=self.device).view(1, 3, 1, 1)
+        o = cfg.optimizer
+        params = list(model.parameters())
+        if o.name == "sgd":
+            # coupled L2: torch adds weight_decay * w to the gradient before momentum
+            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
+                                             nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+        elif o.name == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps,
+                                               weight_decay=o.weight_decay)
+        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self._forward = model
+        if cfg.compile and not cfg.deterministic:
+            self._forward = torch.compile(model)
+
+    def params(self) -> tuple[int, int]:
+        from alexbench.models import count_params
+
+        return count_params(self.model, "torch")
+
+    def set_base_trainable(self, trainable: bool) -> None:
+        from alexbench.models import set_base_trainable
+
+        set_base_trainable(self.model, "torch", trainable)
+
+    # -- steps -------------------------------------------------------------------------------
+    def _prep(self, xb: np.ndarray):  # noqa: ANN202 - torch tensor
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(xb)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float()  # NHWC uint8 -> NCHW float (memory stays channels_last)
+        if self.norm.bgr:
+            x = x.flip(1)
+        x = (x - self.mean) / self.std
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            # whole-batch bilinear resize, half-pixel centres, no antialias (== tf.image.resize bilinear)
+            x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                                                align_corners=False, antialias=False)
+        return x.contiguous(memory_format=self._mem)
+
+    def train_mode(self) -> None:
+        from alexbench.models import torch_train_mode
+
+        torch_train_mode(self.model)
+
+    def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> tuple[float, int]:
+        torch = self.torch
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        x = self._prep(xb)
+        y = torch.from_numpy(yb).to(self.device)
+        with self._autocast():
+            logits = self._forward(x)
+            loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        correct = int((logits.detach().argmax(1) == y).sum())
+        return float(loss.detach()), correct
+
+    def predict(self, batches) -> tuple[np.ndarray, float]:  # noqa: ANN001
+        torch = self.torch
+        self.model.eval()
+        out, loss_sum, n = [], 0.0, 0
+        with torch.inference_mode(), self._autocast():
+            for xb, yb in batches:
+                x = self._prep(xb)
+                logits = self._forward(x).float()
+                if self.cfg.tta_flip:
+                    logits = 0.5 * (logits + self._forward(x.flip(3)).float())
+                y = torch.from_numpy(yb).to(self.device)
+                loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+                n += len(yb)
+                out.append(torch.softmax(logits, 1).cpu().numpy())
+        probs = np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+        return probs, loss_sum / max(n, 1)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self, path: str, meta: dict) -> None:
+        torch = self.torch
+        blob = {
+            "format": "alexbench-torch-checkpoint-v1",
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "meta_json": json.dumps(meta),
+        }
+        if torch.cuda.is_available() and self.device.startswith("cuda"):
+            blob["cuda_rng"] = torch.cuda.get_rng_state_all()
+        with open(path, "wb") as fh:
+            torch.save(blob, fh)
+
+    def _read(self, path: str) -> dict:
+        torch = self.torch
+        try:
+            blob = torch.load(path, map_location=self.device, weights_only=True)
+        except FileNotFoundError:
+            raise UserError(f"{path}: checkpoint not found") from None
+        except Exception as exc:  # unpickling refused (payload) or corrupt file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: not a loadable alexbench checkpoint ({first[:200]})") from None
+        if not isinstance(blob, dict) or blob.get("format") != "alexbench-torch-checkpoint-v1":
+            raise UserError(f"{path}: not an alexbench torch checkpoint")
+        return blob
+
+    def _load_model_state(self, path: str, state: dict) -> None:
+        own = self.model.state_dict()
+        for k, v in own.items():
+            if k not in state:
+                raise UserError(f"{path}: layer {k!r} missing from checkpoint (wrong architecture?)")
+            if tuple(state[k].shape) != tuple(v.shape):
+                raise UserError(f"{path}: layer {k!r} has shape {tuple(state[k].shape)}, "
+                                f"model expects {tuple(v.shape)}")
+        self.model.load_state_dict(state, strict=True)
+
+    def load(self, path: str) -> dict:
+        torch = self.torch
+        blob = self._read(path)
+        self._load_model_state(path, blob["model"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        torch.set_rng_state(blob["torch_rng"].cpu())
+        if "cuda_rng" in blob and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state_all(blob["cuda_rng"])
+        return json.loads(blob["meta_json"])
+
+    def load_weights_only(self, path: str) -> dict:
+        blob = self._read(path)
+        self._load_model_state(path, blob["model"])
+        return json.loads(blob["meta_json"])

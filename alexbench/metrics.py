@@ -1,0 +1,49 @@
+"""Evaluation metrics, identical for both engines because both call this one function.
+
+Per-class figures come from the whole test set (never per batch), through
+scikit-learn; the accuracy interval is Wilson's, through SciPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+
+
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (``(0, 1)`` when ``total`` is 0)."""
+    if total <= 0:
+        return (0.0, 1.0)
+    ci = binomtest(int(correct), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], loss: float) -> dict:
+    """The ``test`` block of metrics.json from true labels and class probabilities."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    n_classes = len(classes)
+    labels = np.arange(n_classes)
+    y_pred = probs.argmax(1)
+    n = len(y_true)
+    correct = int((y_pred == y_true).sum())
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    row = cm.sum(1)
+    per_class = np.divide(np.diag(cm), row, out=np.zeros(n_classes), where=row > 0)
+    prec, rec, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    k = min(5, n_classes)
+    top5 = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if n_classes > 2 else float(correct / n)
+    return {
+        "n": n,
+        "accuracy": correct / n if n else 0.0,
+        "accuracy_ci95": list(wilson_interval(correct, n)),
+        "loss": float(loss),
+        "per_class_accuracy": {c: float(v) for c, v in zip(classes, per_class)},
+        "precision": {c: float(v) for c, v in zip(classes, prec)},
+        "recall": {c: float(v) for c, v in zip(classes, rec)},
+        "f1": {c: float(v) for c, v in zip(classes, f1)},
+        "macro_f1": float(np.mean(f1)),
+        "confusion_matrix": cm.astype(int).tolist(),
+        "top5_accuracy": top5,
+    }

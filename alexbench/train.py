@@ -1,0 +1,536 @@
+"""One run: the shared training loop, evaluation and the run folder.
+
+The loop is framework-neutral; an :class:`~alexbench.engines.Engine` does the
+framework work. Everything a run produces goes into its run folder (see DESIGN.md):
+``config.yaml``, ``history.csv``, ``metrics.json``, ``predictions.npz``,
+``checkpoints/{last,best}.*`` and ``log.txt``; ``state.json`` says how far it got.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import platform
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+
+from alexbench import __version__
+from alexbench import checkpoint as ckpt
+from alexbench.atomic import RunLock, atomic_path, atomic_write_json, atomic_write_text
+from alexbench.config import TrainConfig, dump_yaml, resolve_config, validate
+from alexbench.data.stream import BatchStream, Splits, eval_batches, normalization, prefetch, split_train_val
+from alexbench.errors import TrainingDiverged, UserError
+from alexbench.metrics import classification_metrics
+from alexbench.schedule import lr_at
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "elapsed_seconds",
+                   "images_per_second"]
+WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, allocator warm-up
+
+
+def code_version() -> str:
+    """alexbench version plus a hash of its own source files (what ran, even outside git)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return f"{__version__}+src.{h.hexdigest()[:12]}"
+
+
+def entry_label(cfg: TrainConfig) -> str:
+    kind = "scratch" if not cfg.pretrained else ("imagenet" if cfg.pretrained == "imagenet" else "weights")
+    return f"{cfg.model}/{cfg.framework}/{kind}/s{cfg.seed}"
+
+
+def peak_rss_bytes() -> int:
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(ru if sys.platform == "darwin" else ru * 1024)
+
+
+def system_info(engine, threads: int) -> dict:  # noqa: ANN001
+    from alexbench.frameworks import cpu_name
+
+    versions = {"alexbench": __version__, "numpy": np.__version__, "python": platform.python_version()}
+    for mod in ("torch", "torchvision", "tensorflow", "keras"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - not installed or fails to import: record that
+            versions[mod] = None
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "device": engine.device,
+            "precision": engine.precision, "platform": platform.platform(), "python": platform.python_version(),
+            "versions": versions}
+
+
+class _Log:
+    def __init__(self, path: Path, quiet: bool) -> None:
+        self.path, self.quiet = path, quiet
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Progress:
+    """Everything needed to continue a run exactly where it stopped."""
+
+    epoch: int = 0  # epoch in progress (0-based)
+    step: int = 0  # next step inside that epoch
+    global_step: int = 0
+    history: list = field(default_factory=list)
+    loss_sum: float = 0.0  # running sums of the epoch in progress
+    correct: int = 0
+    seen: int = 0
+    epoch_seconds: float = 0.0
+    timed_images: int = 0
+    timed_seconds: float = 0.0
+    data_seconds: float = 0.0
+    step_seconds: float = 0.0
+    train_seconds: float = 0.0
+    best_val: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+    def to_meta(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "_Progress":
+        known = {k: v for k, v in meta.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class _Interrupt:
+    """Ctrl-C sets a flag; the loop checkpoints after the current step and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old = None
+
+    def __enter__(self) -> "_Interrupt":
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, *_: object) -> None:
+        if self.flag:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, class-balanced subset of at most ``n`` images (quick runs)."""
+    if n is None or n >= len(y):
+        return x, y
+    rng = np.random.Generator(np.random.PCG64([seed, 0x5B5E7]))
+    order = rng.permutation(len(y))
+    # round-robin over classes keeps the subset stratified
+    by_class = [order[y[order] == c] for c in np.unique(y)]
+    picked = np.concatenate([c[: max(1, n // len(by_class))] for c in by_class])[:n]
+    picked.sort()
+    return x[picked], y[picked]
+
+
+def prepare_data(cfg: TrainConfig, source: str | None) -> tuple:
+    from alexbench.data import load_dataset
+
+    ds = load_dataset(source)
+    splits = split_train_val(ds, cfg.val_fraction, cfg.seed)
+    splits.x_train, splits.y_train = _subset(splits.x_train, splits.y_train, cfg.max_train_images, cfg.seed)
+    if cfg.max_test_images:
+        splits.x_test, splits.y_test = _subset(splits.x_test, splits.y_test, cfg.max_test_images, 0)
+    return ds, splits
+
+
+def pick_normalization(cfg: TrainConfig) -> str:
+    from alexbench.models import MODELS
+
+    if cfg.normalization:
+        return cfg.normalization
+    spec = MODELS[cfg.model]
+    if cfg.pretrained:
+        return spec.pretrained_norm.get(cfg.framework, "imagenet")
+    return spec.default_norm
+
+
+def _check_model(cfg: TrainConfig) -> None:
+    from alexbench.models import MODELS
+
+    if cfg.model not in MODELS:
+        raise UserError(f"model: unknown model {cfg.model!r} (valid: {', '.join(sorted(MODELS))})")
+
+
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data: str | None = None, resume: bool = False,
+          on_epoch_end: Callable[[Path, dict], None] | None = None, quiet: bool | None = None) -> dict:
+    """Train and evaluate one model in one framework; returns the metrics dict (also in metrics.json)."""
+    out = Path(out_dir)
+    if quiet is None:
+        quiet = bool(os.environ.get("ALEXBENCH_QUIET"))
+    with RunLock(out) as lock:
+        return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock)
+
+
+def _train_locked(cfg: TrainConfig, out: Path, data: str | None, resume: bool,
+                  on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, lock: RunLock) -> dict:
+    saved_cfg = out / "config.yaml"
+    have_ckpt = any((out / "checkpoints").glob("last*")) if (out / "checkpoints").exists() else False
+    if resume:
+        if not saved_cfg.exists():
+            raise UserError(f"{out}: nothing to resume (no config.yaml); start without --resume")
+        from alexbench.config import load_yaml
+
+        cfg = validate(load_yaml(saved_cfg), str(saved_cfg))
+        if (out / "metrics.json").exists() and _read_state(out).get("status") == "finished":
+            import json
+
+            return json.loads((out / "metrics.json").read_text())
+    elif (out / "metrics.json").exists() or have_ckpt:
+        raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    _check_model(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Log(out / "log.txt", quiet)
+    if lock.took_over_from:
+        log(f"took over a stale lock left by PID {lock.took_over_from}")
+    atomic_write_text(saved_cfg, dump_yaml(cfg))
+
+    from alexbench.engines import make_engine
+    from alexbench.frameworks import set_threads
+    from alexbench.models import MODELS, flops_per_image
+
+    threads = set_threads(cfg.threads)
+    ds, splits = prepare_data(cfg, data)
+    if ds.embedded:
+        log("note: training on the small embedded CIFAR-10 sample, not full CIFAR-10; accuracies are indicative only")
+    spec = MODELS[cfg.model]
+    input_size = cfg.input_size or spec.input_size
+    norm = normalization(pick_normalization(cfg), splits.x_train)
+    engine = make_engine(cfg, len(splits.classes), norm, input_size)
+    engine.build()
+    trainable, total = engine.params()
+    flops = flops_per_image(cfg.model, len(splits.classes), **cfg.model_options)
+    stream = BatchStream(splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, augment=cfg.augment.enabled,
+                         pad=cfg.augment.crop_padding, flip=cfg.augment.flip)
+    steps = len(stream)
+    if steps == 0:
+        raise UserError(f"batch_size: {cfg.batch_size} is larger than the training split ({len(splits.y_train)})")
+
+    prog = _Progress()
+    if resume and have_ckpt:
+        meta, path = ckpt.load_with_fallback(out, "last", cfg.framework, engine.load)
+        prog = _Progress.from_meta(meta["progress"])
+        log(f"resumed from {path} at epoch {prog.epoch + 1}, step {prog.step}")
+    info = {
+        "entry": entry_label(cfg), "cfg": cfg, "ds": ds, "splits": splits, "engine": engine, "norm": norm,
+        "input_size": input_size, "params": (trainable, total), "flops": flops, "threads": threads,
+    }
+    log(f"{entry_label(cfg)}: {total:,} params, {flops / 1e6:.1f} MFLOPs/image, input {input_size}px, "
+        f"{engine.device} {engine.precision}, {len(splits.y_train)} train / {len(splits.y_val)} val / "
+        f"{len(splits.y_test)} test from {ds.name}")
+    _write_state(out, "running", prog.epoch, cfg.epochs)
+    _loop(cfg, out, engine, stream, splits, prog, log, on_epoch_end, quiet)
+    return _finish(out, info, prog, log)
+
+
+def _read_state(out: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((out / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(out: Path, status: str, epoch: int, epochs: int, reason: str | None = None) -> None:
+    state = {"status": status, "epoch": epoch, "epochs": epochs, "pid": os.getpid(), "updated": time.time()}
+    if reason:
+        state["reason"] = reason
+    atomic_write_json(out / "state.json", state)
+
+
+def _save_last(out: Path, engine, cfg: TrainConfig, prog: _Progress) -> Path:  # noqa: ANN001
+    meta = {"progress": prog.to_meta(), "config": cfg.model_dump(mode="json"), "code_version": code_version()}
+    return ckpt.save(out, "last", cfg.framework, lambda p: engine.save(p, meta))
+
+
+def _write_history(out: Path, rows: list[dict]) -> None:
+    lines = [",".join(HISTORY_COLUMNS)]
+    for r in rows:
+        lines.append(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in HISTORY_COLUMNS))
+    atomic_write_text(out / "history.csv", "\n".join(lines) + "\n")
+
+
+def _progress_bar(quiet: bool):  # noqa: ANN202
+    if quiet or os.environ.get("CI") or not sys.stderr.isatty():
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True)
+
+
+def _loop(cfg: TrainConfig, out: Path, engine, stream: BatchStream, splits: Splits, prog: _Progress,  # noqa: ANN001
+          log: _Log, on_epoch_end, quiet: bool) -> None:  # noqa: ANN001
+    steps = len(stream)
+    ckpt_every = cfg.checkpoint_minutes * 60.0
+    pretrained_phases = bool(cfg.pretrained) and cfg.finetune.freeze_epochs > 0
+    frozen_now: bool | None = None
+    bar = _progress_bar(quiet)
+    warm = 0
+    with _Interrupt() as intr:
+        if bar:
+            bar.start()
+        try:
+            while prog.epoch < cfg.epochs and not prog.stopped_early:
+                epoch = prog.epoch
+                frozen = pretrained_phases and epoch < cfg.finetune.freeze_epochs
+                if frozen != frozen_now:
+                    if pretrained_phases:
+                        engine.set_base_trainable(not frozen)
+                        log(f"epoch {epoch + 1}: {'frozen base, training the head' if frozen else 'all layers trainable'}")
+                    frozen_now = frozen
+                lr_scale = cfg.finetune.unfrozen_lr_scale if (pretrained_phases and not frozen) else 1.0
+                engine.train_mode()
+                task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, completed=prog.step,
+                                    stats="") if bar else None
+                last_save = time.perf_counter()
+                t_epoch = time.perf_counter()
+                it = prefetch(stream.batches(epoch, prog.step))
+                t_wait = time.perf_counter()
+                for xb, yb in it:
+                    t0 = time.perf_counter()
+                    data_s = t0 - t_wait
+                    lr = lr_at(prog.global_step, steps, cfg.epochs, cfg.optimizer.lr, cfg.schedule) * lr_scale
+                    loss, correct = engine.train_step(xb, yb, lr)
+                    t1 = time.perf_counter()
+                    if not math.isfinite(loss):
+                        _write_state(out, "failed", epoch, cfg.epochs, f"loss became {loss} at epoch {epoch + 1}")
+                        raise TrainingDiverged(
+                            f"loss became {loss} at epoch {epoch + 1}, step {prog.step + 1} (lr {lr:.3g}); "
+                            f"stopped. The last good checkpoint is kept in {out / 'checkpoints'}; "
+                            "lower optimizer.lr or use warm-up")
+                    n = len(yb)
+                    prog.loss_sum += loss * n
+                    prog.correct += correct
+                    prog.seen += n
+                    prog.step += 1
+                    prog.global_step += 1
+                    warm += 1
+                    if warm > WARMUP_STEPS:
+                        prog.timed_images += n
+                        prog.timed_seconds += t1 - t_wait
+                        prog.data_seconds += data_s
+                        prog.step_seconds += t1 - t_wait
+                    if task is not None:
+                        el = time.perf_counter() - t_epoch
+                        bar.update(task, advance=1, stats=f"loss {prog.loss_sum / prog.seen:.3f} "
+                                   f"acc {prog.correct / prog.seen:.3f} {prog.seen / max(el, 1e-9):.0f} img/s")
+                    if intr.flag or time.perf_counter() - last_save >= ckpt_every:
+                        prog.epoch_seconds += time.perf_counter() - t_epoch
+                        prog.train_seconds += time.perf_counter() - t_epoch
+                        t_epoch = time.perf_counter()
+                        path = _save_last(out, engine, cfg, prog)
+                        last_save = time.perf_counter()
+                        if intr.flag:
+                            _write_state(out, "interrupted", epoch, cfg.epochs)
+                            log(f"interrupted: checkpoint written to {path}; continue with --resume")
+                            raise KeyboardInterrupt
+                    t_wait = time.perf_counter()
+                elapsed = time.perf_counter() - t_epoch
+                prog.epoch_seconds += elapsed
+                prog.train_seconds += elapsed
+                if task is not None:
+                    bar.remove_task(task)
+                _end_epoch(cfg, out, engine, splits, prog, log, lr)
+                if on_epoch_end:
+                    on_epoch_end(out, prog.history[-1])
+        finally:
+            if bar:
+                bar.stop()
+
+
+def _end_epoch(cfg: TrainConfig, out: Path, engine, splits: Splits, prog: _Progress, log: _Log,  # noqa: ANN001
+               lr: float) -> None:
+    epoch = prog.epoch
+    if len(splits.y_val):
+        probs, val_loss = engine.predict(eval_batches(splits.x_val, splits.y_val, cfg.eval_batch_size))
+        val_acc = float((probs.argmax(1) == splits.y_val).mean())
+    else:
+        val_loss, val_acc = float("nan"), float("nan")
+    ips = prog.timed_images / prog.timed_seconds if prog.timed_seconds > 0 else float("nan")
+    row = {"epoch": epoch + 1, "train_loss": prog.loss_sum / max(prog.seen, 1),
+           "train_acc": prog.correct / max(prog.seen, 1), "val_loss": float(val_loss), "val_acc": val_acc,
+           "lr": float(lr), "seconds": prog.epoch_seconds, "elapsed_seconds": prog.train_seconds,
+           "images_per_second": ips}
+    prog.history.append(row)
+    log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+        f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['seconds']:.1f}s, {ips:.0f} img/s")
+    improved = (not len(splits.y_val)) or val_acc > prog.best_val
+    prog.epoch, prog.step = epoch + 1, 0
+    prog.loss_sum, prog.correct, prog.seen, prog.epoch_seconds = 0.0, 0, 0, 0.0
+    if improved:
+        prog.best_val, prog.best_epoch, prog.bad_epochs = (val_acc if len(splits.y_val) else -1.0), epoch + 1, 0
+    else:
+        prog.bad_epochs += 1
+        if cfg.early_stopping_patience and prog.bad_epochs >= cfg.early_stopping_patience:
+            prog.stopped_early = True
+            log(f"early stopping: no val improvement for {prog.bad_epochs} epochs")
+    _write_history(out, prog.history)
+    meta = {"progress": prog.to_meta(), "config": cfg.model_dump(mode="json"), "code_version": code_version()}
+    if improved:  # best is chosen on validation only, never on test
+        ckpt.save(out, "best", cfg.framework, lambda p: engine.save(p, meta), keep_previous=False)
+    _save_last(out, engine, cfg, prog)
+    _write_state(out, "running", prog.epoch, cfg.epochs)
+
+
+def _sample_images(splits: Splits, cfg: TrainConfig, k: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    stream = BatchStream(splits.x_train, splits.y_train, min(k, len(splits.y_train)), cfg.seed,
+                         augment=cfg.augment.enabled, pad=cfg.augment.crop_padding, flip=cfg.augment.flip)
+    return stream.batch(stream.plan(0), 0)
+
+
+def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
+    cfg: TrainConfig = info["cfg"]
+    engine, splits, ds = info["engine"], info["splits"], info["ds"]
+    best = ckpt.ckpt_path(out, "best", cfg.framework)
+    if best.exists() and prog.best_epoch != len(prog.history):
+        engine.load_weights_only(str(best))
+        log(f"evaluating the best-on-validation weights (epoch {prog.best_epoch})")
+    t0 = time.perf_counter()
+    probs, test_loss = engine.predict(eval_batches(splits.x_test, splits.y_test, cfg.eval_batch_size))
+    eval_seconds = time.perf_counter() - t0
+    test = classification_metrics(splits.y_test, probs, splits.classes, test_loss)
+    y_pred = probs.argmax(1).astype(np.int64)
+    wrong = np.flatnonzero(y_pred != splits.y_test)[:32]
+    train_imgs, train_labels = _sample_images(splits, cfg)
+    with atomic_path(out / "predictions.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, y_true=splits.y_test.astype(np.int64), y_pred=y_pred,
+                                probs=probs.astype(np.float32), mis_images=splits.x_test[wrong],
+                                mis_true=splits.y_test[wrong].astype(np.int64), mis_pred=y_pred[wrong],
+                                mis_index=wrong.astype(np.int64), train_images=train_imgs,
+                                train_labels=train_labels.astype(np.int64))
+    dataset = ds.describe()
+    dataset.update({"train": len(splits.y_train), "val": len(splits.y_val), "test": len(splits.y_test),
+                    "normalization": info["norm"].to_dict(), "input_size": info["input_size"]})
+    data_share = prog.data_seconds / prog.step_seconds if prog.step_seconds > 0 else None
+    trainable, total = info["params"]
+    metrics = {
+        "model": cfg.model, "framework": cfg.framework, "pretrained": cfg.pretrained, "entry": info["entry"],
+        "seed": cfg.seed, "dataset": dataset, "params_trainable": int(trainable), "params_total": int(total),
+        "flops_per_image": int(info["flops"]), "epochs": prog.history, "best_epoch": prog.best_epoch,
+        "test": test, "train_seconds": prog.train_seconds,
+        "images_per_second": prog.timed_images / prog.timed_seconds if prog.timed_seconds > 0 else None,
+        "eval_seconds": eval_seconds,
+        "data_seconds_per_step": prog.data_seconds / max(1, prog.global_step - WARMUP_STEPS),
+        "data_share": data_share, "peak_rss_bytes": peak_rss_bytes(),
+        "system": system_info(engine, info["threads"]), "config": cfg.model_dump(mode="json"),
+        "code_version": code_version(), "stopped_early": prog.stopped_early, "status": "finished",
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    _write_state(out, "finished", prog.epoch, cfg.epochs)
+    lo, hi = test["accuracy_ci95"]
+    log(f"test accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), macro-F1 {test['macro_f1']:.4f}, "
+        f"train {prog.train_seconds:.0f}s; run folder {out}")
+    return metrics
+
+
+# -- CLI -------------------------------------------------------------------------------------
+def config_from_args(args) -> TrainConfig:  # noqa: ANN001
+    base = {"model": args.model, "framework": args.framework}
+    if getattr(args, "pretrained", None):
+        base["pretrained"] = args.pretrained
+    if getattr(args, "weights", None):
+        base["weights"] = args.weights
+    return resolve_config(args.config, args.overrides, base=base)
+
+
+def train_command(args) -> int:  # noqa: ANN001
+    cfg = config_from_args(args)
+    metrics = train(cfg, args.out, data=args.data, resume=args.resume)
+    t = metrics["test"]
+    print(f"{metrics['entry']}: test accuracy {t['accuracy']:.4f} "
+          f"[{t['accuracy_ci95'][0]:.4f}, {t['accuracy_ci95'][1]:.4f}], macro-F1 {t['macro_f1']:.4f}; "
+          f"run folder {args.out}")
+    return 0
+
+
+def evaluate_checkpoint(target: str, data: str | None = None) -> dict:
+    """Evaluate a run folder's best (else last) checkpoint, or a checkpoint file, on a source's test set."""
+    from alexbench.config import load_yaml
+    from alexbench.engines import make_engine
+    from alexbench.models import MODELS
+
+    p = Path(target)
+    if not p.exists():
+        raise UserError(f"{p}: not found")
+    if p.is_dir():
+        run_dir = p
+        cands = sorted((p / "checkpoints").glob("best.*")) + sorted((p / "checkpoints").glob("last.*"))
+        cands = [c for c in cands if ".prev" not in c.name and not c.name.endswith(".tmp")]
+        if not cands:
+            raise UserError(f"{p}: no checkpoints/best.* or last.* (is this a run folder?)")
+        ck = cands[0]
+    else:
+        ck, run_dir = p, p.parent.parent
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise UserError(f"{cfg_path}: not found (a checkpoint is evaluated with its run's config.yaml)")
+    cfg = validate(load_yaml(cfg_path), str(cfg_path))
+    if ck.suffix != ckpt.EXT[cfg.framework]:
+        raise UserError(f"{ck}: expected a {cfg.framework} checkpoint ({ckpt.EXT[cfg.framework]})")
+    if data is None:
+        import json
+
+        try:
+            data = json.loads((run_dir / "metrics.json").read_text())["dataset"]["source"]
+        except (OSError, ValueError, KeyError):
+            data = None
+    ds, splits = prepare_data(cfg, data)
+    spec = MODELS[cfg.model]
+    norm = normalization(pick_normalization(cfg), splits.x_train)
+    engine = make_engine(cfg.model_copy(update={"pretrained": None}), len(splits.classes), norm,
+                         cfg.input_size or spec.input_size)
+    engine.build()
+    engine.load_weights_only(str(ck))
+    t0 = time.perf_counter()
+    probs, loss = engine.predict(eval_batches(splits.x_test, splits.y_test, cfg.eval_batch_size))
+    result = {"checkpoint": str(ck), "dataset": ds.describe(), "eval_seconds": time.perf_counter() - t0,
+              "test": classification_metrics(splits.y_test, probs, splits.classes, loss)}
+    return result
+
+
+def eval_command(args) -> int:  # noqa: ANN001
+    res = evaluate_checkpoint(args.target, args.data)
+    t = res["test"]
+    print(f"{res['checkpoint']} on {res['dataset']['name']} ({t['n']} test images): accuracy {t['accuracy']:.4f} "
+          f"[{t['accuracy_ci95'][0]:.4f}, {t['accuracy_ci95'][1]:.4f}], top-5 {t['top5_accuracy']:.4f}, "
+          f"macro-F1 {t['macro_f1']:.4f}, loss {t['loss']:.4f}")
+    for c, v in t["per_class_accuracy"].items():
+        print(f"  {c:>12s}  {v:.4f}")
+    if args.out:
+        atomic_write_json(args.out, res)
+    return 0
+
+
+__all__ = ["train", "train_command", "eval_command", "evaluate_checkpoint", "code_version", "entry_label",
+           "HISTORY_COLUMNS", "yaml"]
