@@ -151,10 +151,10 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.
     return x[picked], y[picked]
 
 
-def prepare_data(cfg: TrainConfig, source: str | None) -> tuple:
-    from alexbench.data import load_dataset
+def prepare_data(cfg: TrainConfig, source) -> tuple:  # noqa: ANN001 - str, None or a Dataset
+    from alexbench.data import Dataset, load_dataset
 
-    ds = load_dataset(source)
+    ds = source if isinstance(source, Dataset) else load_dataset(source)
     splits = split_train_val(ds, cfg.val_fraction, cfg.seed)
     splits.x_train, splits.y_train = _subset(splits.x_train, splits.y_train, cfg.max_train_images, cfg.seed)
     if cfg.max_test_images:
@@ -180,7 +180,8 @@ def _check_model(cfg: TrainConfig) -> None:
         raise UserError(f"model: unknown model {cfg.model!r} (valid: {', '.join(sorted(MODELS))})")
 
 
-def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data: str | None = None, resume: bool = False,
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
+          resume: bool = False,
           on_epoch_end: Callable[[Path, dict], None] | None = None, quiet: bool | None = None) -> dict:
     """Train and evaluate one model in one framework; returns the metrics dict (also in metrics.json)."""
     out = Path(out_dir)
@@ -190,7 +191,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data: str | None = No
         return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock)
 
 
-def _train_locked(cfg: TrainConfig, out: Path, data: str | None, resume: bool,
+def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
+                  resume: bool,
                   on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, lock: RunLock) -> dict:
     saved_cfg = out / "config.yaml"
     have_ckpt = any((out / "checkpoints").glob("last*")) if (out / "checkpoints").exists() else False

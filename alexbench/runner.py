@@ -1,0 +1,172 @@
+"""``alexbench run``: a matrix of train runs (model × framework × pretrained × seed), then the report.
+
+Each entry is an ordinary ``train`` run in its own sub-folder of ``--out``. The report
+(``report.html`` + ``report.md``) is rewritten at every epoch end, so opening it shows
+progress. ``--resume`` skips finished entries and continues the interrupted one.
+Entries whose pretrained weights are unavailable are listed as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from alexbench.atomic import RunLock, atomic_write_json
+from alexbench.config import TrainConfig, apply_overrides, deep_merge, load_yaml, validate
+from alexbench.errors import UserError
+
+PRESETS = ("quick", "standard", "seeds")
+
+
+@dataclass
+class Entry:
+    slug: str
+    cfg: TrainConfig
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        p = Path(name)
+        if p.suffix in (".yaml", ".yml") and p.exists():
+            return p
+        raise UserError(f"--preset: unknown preset {name!r} (choose from {', '.join(PRESETS)}, or give a .yaml file)")
+    return Path(str(resources.files("alexbench") / "presets" / f"{name}.yaml"))
+
+
+def load_plan(preset: str, config_file: str | None = None, overrides: list[str] | None = None) -> tuple[dict, list[Entry]]:
+    """Read a preset (and optional config file applied to every entry); expand entries × seeds."""
+    path = preset_path(preset)
+    plan = load_yaml(path)
+    unknown = set(plan) - {"name", "description", "defaults", "entries", "seeds"}
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    defaults = plan.get("defaults") or {}
+    if config_file:
+        defaults = deep_merge(defaults, load_yaml(config_file))
+    seeds = plan.get("seeds") or [defaults.get("seed", 0)]
+    entries: list[Entry] = []
+    for i, raw in enumerate(plan.get("entries") or []):
+        if not isinstance(raw, dict) or "model" not in raw or "framework" not in raw:
+            raise UserError(f"{path}: entries[{i}]: needs at least model and framework")
+        for seed in seeds:
+            data = deep_merge(defaults, raw)
+            data["seed"] = seed
+            if overrides:
+                data = apply_overrides(data, overrides)
+            cfg = validate(data, f"{path}: entries[{i}]")
+            kind = "scratch" if not cfg.pretrained else "pretrained"
+            slug = f"{cfg.model}-{cfg.framework}-{kind}-s{seed}"
+            entries.append(Entry(slug, cfg))
+    if not entries:
+        raise UserError(f"{path}: no entries")
+    slugs = [e.slug for e in entries]
+    dup = {s for s in slugs if slugs.count(s) > 1}
+    if dup:
+        raise UserError(f"{path}: duplicate entries {', '.join(sorted(dup))}")
+    return plan, entries
+
+
+def _with_offline_weights(cfg: TrainConfig, weights_dir: str | None) -> TrainConfig:
+    if not weights_dir or cfg.pretrained != "imagenet" or cfg.weights:
+        return cfg
+    from alexbench.models import expected_weights_file
+
+    name = Path(expected_weights_file(cfg.model, cfg.framework)).name
+    cand = Path(weights_dir) / name
+    return cfg.model_copy(update={"weights": str(cand)}) if cand.exists() else cfg
+
+
+def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,  # noqa: ANN001
+        overrides: list[str] | None = None, weights_dir: str | None = None, resume: bool = False) -> dict:
+    from alexbench.data import Dataset, load_dataset
+    from alexbench.models import WeightsUnavailable
+    from alexbench.report import write_report
+    from alexbench.train import train
+
+    plan, entries = load_plan(preset, config_file, overrides)
+    out = Path(out_dir)
+    status_path = out / "run.json"
+    with RunLock(out, ".alexbench-run.lock"):
+        if status_path.exists() and not resume:
+            raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+        status = json.loads(status_path.read_text()) if status_path.exists() else {}
+        status.update({"preset": plan.get("name", preset), "entries": status.get("entries", {}),
+                       "started": status.get("started", time.time())})
+        ds = data if isinstance(data, Dataset) else load_dataset(data)
+        status["dataset"] = ds.describe()
+        if ds.embedded:
+            print("note: no CIFAR-10 found; using the small embedded sample (results are indicative only). "
+                  "Pass --data to use full CIFAR-10.", file=sys.stderr)
+        html = out / "report.html"
+        skipped: list[dict] = []
+
+        def report(*_: object) -> None:
+            dirs = [out / e.slug for e in entries if (out / e.slug / "history.csv").exists()]
+            if dirs or skipped:
+                write_report(dirs, html, title=f"alexbench: {plan.get('name', preset)}", skipped=skipped)
+
+        for k, e in enumerate(entries, 1):
+            prev = status["entries"].get(e.slug, {})
+            if prev.get("status") == "skipped":
+                prev = {}  # weights may be available now: try again
+            if prev.get("status") == "finished" and (out / e.slug / "metrics.json").exists():
+                print(f"[{k}/{len(entries)}] {e.slug}: finished earlier, skipping", file=sys.stderr)
+                continue
+            print(f"[{k}/{len(entries)}] {e.slug}", file=sys.stderr, flush=True)
+            cfg = _with_offline_weights(e.cfg, weights_dir)
+            run_dir = out / e.slug
+            can_resume = resume and (run_dir / "config.yaml").exists()
+            status["entries"][e.slug] = {"status": "running"}
+            atomic_write_json(status_path, status)
+            try:
+                train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report)
+            except WeightsUnavailable as exc:
+                reason = str(exc)
+                print(f"[{k}/{len(entries)}] {e.slug}: skipped: {reason}", file=sys.stderr)
+                skipped.append({"entry": e.slug, "model": cfg.model, "framework": cfg.framework,
+                                "pretrained": cfg.pretrained, "reason": reason})
+                status["entries"][e.slug] = {"status": "skipped", "reason": reason}
+                atomic_write_json(status_path, status)
+                _drop_empty_run(run_dir)
+                continue
+            status["entries"][e.slug] = {"status": "finished"}
+            atomic_write_json(status_path, status)
+            report()
+        # skipped entries from an earlier, resumed invocation still belong in the report
+        for slug, st in status["entries"].items():
+            if st.get("status") == "skipped" and slug not in {s["entry"] for s in skipped}:
+                skipped.append({"entry": slug, "reason": st.get("reason", "")})
+        status["finished"] = time.time()
+        atomic_write_json(status_path, status)
+        report()
+    return status
+
+
+def _drop_empty_run(run_dir: Path) -> None:
+    """A skipped entry leaves no half run behind: only files this run itself created are removed."""
+    for name in ("config.yaml", "state.json", "log.txt"):
+        (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
+
+
+def run_command(args) -> int:  # noqa: ANN001
+    status = run(args.preset, args.out, data=args.data, config_file=args.config, overrides=args.overrides,
+                 weights_dir=args.weights_dir, resume=args.resume)
+    out = Path(args.out)
+    finished = [out / s for s, st in status["entries"].items() if st.get("status") == "finished"]
+    if finished:
+        from alexbench.report.commands import print_comparison
+
+        print_comparison(finished)
+    for s, st in status["entries"].items():
+        if st.get("status") == "skipped":
+            print(f"skipped {s}: {st.get('reason', '')}")
+    print(f"report: {out / 'report.html'} and {out / 'report.md'}")
+    return 0
