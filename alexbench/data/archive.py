@@ -1,0 +1,155 @@
+"""Safe reading of tar archives and image files.
+
+Nothing here ever extracts to disk: members are read into memory, in archive order,
+from a streamed ``tarfile`` (``r|*``: plain, gzip, bzip2 or xz). Before a member is
+read, it is checked, and the whole archive is refused with a :class:`UserError`
+naming the archive and the member if the member
+
+- has an absolute path or a ``..`` component (it would escape any target folder),
+- is a symbolic or hard link,
+- is a character/block device or a FIFO,
+- is larger than :data:`MAX_MEMBER_BYTES`.
+
+Images are decoded with Pillow, restricted to common formats, with a pixel limit
+(:data:`MAX_IMAGE_PIXELS`, checked from the header before any pixel is decoded) so a
+"decompression bomb" (a tiny file that claims a huge canvas) is refused by name.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+import numpy as np
+
+from alexbench.errors import UserError
+
+__all__ = ["MAX_IMAGE_PIXELS", "MAX_MEMBER_BYTES", "IMAGE_EXTENSIONS", "TarEntry", "iter_tar", "is_tar",
+           "check_member", "is_image_name", "decode_image"]
+
+MAX_IMAGE_PIXELS = 4096 * 4096  # far above any CIFAR-like image; PIL's own default is ~89 Mpx
+MAX_MEMBER_BYTES = 512 * 1024 * 1024  # an official CIFAR-10 batch file is ~31 MB
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                              ".pbm"})
+_PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+@dataclass
+class TarEntry:
+    """One member of an archive: a normalised relative POSIX name, and its bytes if read."""
+
+    name: str
+    is_dir: bool
+    data: bytes | None = None
+    size: int = 0
+
+
+def is_tar(path: Path) -> bool:
+    """True if ``path`` is a file with a tar suffix, or any file that ``tarfile`` recognises."""
+    if not path.is_file():
+        return False
+    if path.name.lower().endswith(_TAR_SUFFIXES):
+        return True
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, tarfile.TarError, zlib.error):
+        return False
+
+
+def check_member(archive: str | Path, member: tarfile.TarInfo) -> str:
+    """Return the member's normalised name, or raise :class:`UserError` if it is unsafe."""
+    raw = member.name
+    where = f"{archive}: member {raw!r}"
+    if raw.startswith(("/", "\\")) or (len(raw) > 1 and raw[1] == ":"):
+        raise UserError(f"{where}: absolute path refused")
+    parts = [p for p in PurePosixPath(raw.replace("\\", "/")).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise UserError(f"{where}: path with '..' refused (it would escape the target folder)")
+    if member.issym() or member.islnk():
+        kind = "symbolic" if member.issym() else "hard"
+        raise UserError(f"{where}: {kind} link refused (to {member.linkname!r})")
+    if member.ischr() or member.isblk() or member.isfifo():
+        raise UserError(f"{where}: device or FIFO member refused")
+    if member.isfile() and member.size > MAX_MEMBER_BYTES:
+        raise UserError(f"{where}: {member.size:,} bytes is over the {MAX_MEMBER_BYTES:,}-byte limit per member")
+    return "/".join(parts)
+
+
+def iter_tar(path: str | Path, want: Callable[[str], bool] | None = None) -> Iterator[TarEntry]:
+    """Stream the members of a tar archive, in archive order, after checking each one.
+
+    Regular files for which ``want(name)`` is true (all files if ``want`` is None) come
+    with their bytes; other files and directories come with ``data=None``. Corrupt or
+    truncated archives raise :class:`UserError` naming the archive.
+    """
+    path = Path(path)
+    try:
+        with tarfile.open(path, mode="r|*") as tf:
+            for member in tf:
+                name = check_member(path, member)
+                if not name:
+                    continue
+                if member.isdir():
+                    yield TarEntry(name, True)
+                elif member.isfile():
+                    data = None
+                    if want is None or want(name):
+                        fh = tf.extractfile(member)
+                        data = fh.read() if fh is not None else b""
+                        if len(data) != member.size:
+                            raise EOFError(f"member {name!r} is truncated")
+                    yield TarEntry(name, False, data, member.size)
+                # other member types (e.g. GNU volume headers) carry no data we use
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise UserError(f"{path}: no such file") from exc
+        raise UserError(f"{path}: corrupt or truncated archive ({exc or type(exc).__name__})") from exc
+
+
+def is_image_name(name: str) -> bool:
+    """By extension; hidden files (``.DS_Store``, macOS ``._x.jpg``) are never images."""
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith(".") and PurePosixPath(base).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(data: bytes, name: str, resize: int | None = None) -> tuple[np.ndarray, str]:
+    """Decode one image to uint8 HWC RGB; returns ``(array, PIL format name)``.
+
+    Grayscale, palette and RGBA images are converted to RGB (alpha is dropped, as
+    ``Image.convert("RGB")`` does). With ``resize``, an image of another size is resized
+    to ``resize x resize`` with PIL's bilinear filter (antialiased when shrinking). This
+    is a one-off step of the load, whose result is cached; it is not the training path.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise UserError(f"{name}: image is {w}x{h} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+                                    f"(possible decompression bomb); refused")
+                fmt = im.format or "?"
+                if im.mode == "P" and "transparency" in im.info:
+                    im = im.convert("RGBA")
+                if im.mode != "RGB":
+                    im = im.convert("RGB")
+                if resize is not None and im.size != (resize, resize):
+                    im = im.resize((resize, resize), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+    except UserError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UserError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        raise UserError(f"{name}: cannot decode image ({exc})") from exc
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise UserError(f"{name}: decoded to shape {arr.shape}, expected height x width x 3")
+    return arr, fmt
