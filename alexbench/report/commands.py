@@ -79,7 +79,8 @@ def _print_rich(result: dict[str, Any], stream: TextIO) -> None:
     for title, header, rows, right in _tables(result):
         table = Table(title=title, title_justify="left", header_style="bold")
         for i, h in enumerate(header):
-            table.add_column(h, justify="right" if i in right else "left")
+            # run labels stay whole; the numbers squeeze on narrow terminals
+            table.add_column(h, justify="right" if i in right else "left", no_wrap=i == 0 or h in ("A", "B"))
         for r in rows:
             cells = list(r)
             if "verdict" in header:
