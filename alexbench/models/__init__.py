@@ -1,0 +1,225 @@
+"""The model registry: one name, two builders (PyTorch and Keras), proven equal by parity.
+
+``MODELS`` is a plain dict ``name -> ModelSpec``. Each model has one file per framework,
+``<name>_torch.py`` and ``<name>_keras.py``, with a builder function called ``<name>``
+and the same layer names on both sides. Importing this package imports neither
+framework. The builders are imported when a model is created.
+
+Contracts:
+- A torch model takes float NCHW input, normalised, at ``input_size``. A Keras model
+  takes float NHWC input. Both return logits (no softmax).
+- ``create_model(name, framework, num_classes, pretrained=None|"imagenet"|PATH,
+  weights=None|PATH, **options)``.
+- ``count_params``, ``flops_per_image``: equal across frameworks (``parity`` checks).
+- Fine-tuning: ``head_layer_names``, ``set_base_trainable``, ``torch_train_mode``,
+  ``reset_classifier``.
+
+Preprocessing names used in ``ModelSpec.default_norm`` / ``pretrained_norm``:
+- ``"dataset"``: per-channel mean/std of the training set.
+- ``"imagenet"``: RGB in [0, 1], minus mean (0.485, 0.456, 0.406), divided by
+  std (0.229, 0.224, 0.225). This is what torchvision's weights expect.
+- ``"caffe"``: RGB to BGR on the 0-255 scale, minus (103.939, 116.779, 123.68),
+  with no std. This is what keras.applications' VGG16 weights expect
+  (``keras.applications.vgg16.preprocess_input``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from alexbench.errors import UserError
+from alexbench.models.finetune import reset_classifier, set_base_trainable, torch_train_mode
+from alexbench.models.flops import flops_per_image
+from alexbench.models.pretrained import WeightsUnavailable
+
+FRAMEWORKS: tuple[str, ...] = ("torch", "keras")
+NORM_OPTIONS: tuple[str, ...] = ("lrn", "batch", "none")
+
+__all__ = [
+    "FRAMEWORKS", "MODELS", "ModelSpec", "WeightsUnavailable", "count_params", "create_model", "flops_per_image",
+    "get_spec", "head_layer_names", "reset_classifier", "resolve_options", "set_base_trainable", "torch_train_mode",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of alexbench needs to know about one registered model.
+
+    ``options`` maps each user option to its default. ``head`` lists the classifier
+    layers, which stay trainable when the base is frozen; the last of them is the
+    one ``reset_classifier`` replaces. ``parity_variants`` are the option sets that
+    ``alexbench parity`` checks, one for each distinct layer structure.
+    """
+
+    name: str
+    input_size: int
+    frameworks: tuple[str, ...]
+    default_norm: str
+    pretrained_norm: dict[str, str]
+    description: str
+    options: dict[str, Any] = field(default_factory=dict)
+    head: tuple[str, ...] = ("fc6", "fc7", "fc8")
+    parity_variants: tuple[dict[str, Any], ...] = ({},)
+
+    @property
+    def classifier(self) -> str:
+        """Name of the final (logits) layer."""
+        return self.head[-1]
+
+    def builder(self, framework: str) -> Callable[..., Any]:
+        """The builder function in ``alexbench/models/<name>_<framework>.py``."""
+        module = importlib.import_module(f"alexbench.models.{self.name}_{framework}")
+        return getattr(module, self.name)
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def _register(spec: ModelSpec) -> None:
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    MODELS[spec.name] = spec
+
+
+_register(ModelSpec(
+    name="alexnet",
+    input_size=224,
+    frameworks=FRAMEWORKS,
+    default_norm="imagenet",
+    pretrained_norm={"torch": "imagenet", "keras": "imagenet"},
+    description="torchvision's AlexNet: conv 64-192-384-256-256, avgpool 6x6, fc 4096-4096; "
+                "ImageNet weights (Keras: ported from torchvision)",
+    options={"dropout": 0.5},
+))
+_register(ModelSpec(
+    name="alexnet2012",
+    input_size=227,
+    frameworks=FRAMEWORKS,
+    default_norm="imagenet",
+    pretrained_norm={},
+    description="Krizhevsky et al. 2012, one tower: conv 96-256-384-384-256, LRN after conv1/conv2, "
+                "overlapping pools; norm=lrn|batch|none",
+    options={"dropout": 0.5, "norm": "lrn"},
+    parity_variants=({"norm": "lrn"}, {"norm": "batch"}, {"norm": "none"}),
+))
+_register(ModelSpec(
+    name="alexnet_cifar",
+    input_size=32,
+    frameworks=FRAMEWORKS,
+    default_norm="dataset",
+    pretrained_norm={},
+    description="AlexNet for 32x32 without upscaling: 3x3 stride-1 conv+BN 64-192-384-256-256, "
+                "3 pools, fc 1024-1024; width, dropout",
+    options={"dropout": 0.5, "width": 1.0},
+))
+_register(ModelSpec(
+    name="vgg16",
+    input_size=224,
+    frameworks=FRAMEWORKS,
+    default_norm="imagenet",
+    pretrained_norm={"torch": "imagenet", "keras": "caffe"},
+    description="VGG-16 in torchvision / keras.applications layout; ImageNet weights "
+                "(torch: torchvision, Keras: keras.applications, convolutions only)",
+    options={"dropout": 0.5},
+    head=("fc1", "fc2", "predictions"),
+))
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for ``name``, or a UserError that lists the valid names."""
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        raise UserError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}") from None
+
+
+def _round8(channels: float) -> int:
+    return max(8, int(round(channels / 8)) * 8)
+
+
+def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Check user options for ``name`` and turn them into builder keyword arguments.
+
+    Unknown options and bad values are UserErrors. ``width`` (alexnet_cifar) becomes
+    ``channels``: each of 64-192-384-256-256 times width, rounded to a multiple of 8.
+    """
+    spec = get_spec(name)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        valid = ", ".join(spec.options) or "none"
+        raise UserError(f"model {name}: unknown option {unknown[0]!r}; valid options: {valid}")
+    kwargs: dict[str, Any] = {}
+    for key, value in {**spec.options, **options}.items():
+        if key == "norm":
+            if value not in NORM_OPTIONS:
+                raise UserError(f"model {name}: option norm must be one of {'|'.join(NORM_OPTIONS)} (got {value!r})")
+            kwargs["norm"] = value
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"model {name}: option {key} must be a number (got {value!r})") from None
+        if key == "dropout":
+            if not 0.0 <= number < 1.0:
+                raise UserError(f"model {name}: option dropout must be in [0, 1) (got {value!r})")
+            kwargs["dropout"] = number
+        elif key == "width":
+            if not number > 0:
+                raise UserError(f"model {name}: option width must be > 0 (got {value!r})")
+            kwargs["channels"] = tuple(_round8(c * number) for c in (64, 192, 384, 256, 256))
+    return kwargs
+
+
+def create_model(name: str, framework: str, num_classes: int = 10, pretrained: str | None = None,
+                 weights: str | None = None, **options: Any) -> Any:
+    """Build a registered model: a torch ``nn.Module`` or a ``keras.Model`` that returns logits.
+
+    ``pretrained`` is None (fresh init), ``"imagenet"`` (official weights through
+    torchvision's or keras's cache, or from the offline file ``weights``), or a path to a
+    weights file for this architecture. When the file's classifier has a different
+    number of classes, the classifier is left freshly initialised for ``num_classes``.
+    ``options`` are the model's options (see ``MODELS[name].options``).
+    """
+    spec = get_spec(name)
+    if framework not in spec.frameworks:
+        raise UserError(f"model {name}: unknown framework {framework!r}; valid: {', '.join(spec.frameworks)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"model {name}: num_classes must be a positive integer (got {num_classes!r})")
+    kwargs = resolve_options(name, options)
+    model = spec.builder(framework)(num_classes=num_classes, **kwargs)
+    if pretrained is None and weights is None:
+        return model
+    from alexbench.models import pretrained as _pretrained
+
+    def build(other: str) -> Any:
+        return spec.builder(other)(num_classes=num_classes, **kwargs)
+
+    return _pretrained.load_pretrained(model, spec, framework, pretrained, weights, build)
+
+
+def count_params(model: Any, framework: str) -> tuple[int, int]:
+    """(trainable, total) parameter counts, defined the same way for both frameworks.
+
+    The total includes BatchNorm running mean and variance. Keras counts them as
+    non-trainable weights, so the torch count adds the matching buffers
+    (``num_batches_tracked`` is bookkeeping and is not counted).
+    """
+    if framework == "torch":
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        total += sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+        return int(trainable), int(total)
+    if framework == "keras":
+        import math
+
+        trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+        total = sum(math.prod(w.shape) for w in model.weights)
+        return int(trainable), int(total)
+    raise UserError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
+
+
+def head_layer_names(name: str) -> list[str]:
+    """The classifier layers of ``name``, which stay trainable when the base is frozen."""
+    return list(get_spec(name).head)

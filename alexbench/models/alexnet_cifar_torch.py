@@ -1,0 +1,91 @@
+"""AlexNet adapted to 32x32 CIFAR images without upscaling, PyTorch side.
+
+This keeps AlexNet's family shape: five convolutions, pooling after conv1, conv2 and
+conv5, then three dense layers fc6-fc7-fc8 with dropout. The changes are only the
+ones that a 32x32 input forces, and each is chosen so the network trains in minutes
+on a CPU:
+
+- Stride 1 and 3x3 kernels everywhere (AlexNet: 11x11/4 and 5x5). On ImageNet,
+  11x11/4 turns 224 px into 55 px. On CIFAR it would turn 32 px into 8 px before
+  the network has seen any structure. Stacked 3x3 convolutions with the pools in
+  between still reach a 34 px receptive field at conv5, more than the whole image,
+  and they cost far fewer parameters and FLOPs.
+- BatchNorm after every convolution, where AlexNet had LRN after conv1 and conv2
+  only. BN is what lets five convolutions train from scratch at a high learning rate
+  in a few epochs. LRN gives no such benefit. Convolutions followed by BN have no
+  bias, because BN's beta plays that part.
+- Three 2x2/2 max pools, at AlexNet's three pooling positions: 32 -> 16 -> 8 -> 4.
+  AlexNet's overlapping 3x3/2 pools would give 15 -> 7 -> 3 here and discard the
+  border rows. Three halvings leave a 4x4x256 map, so fc6 sees 4096 features.
+- fc6 and fc7 have 1024 units, not 4096. A 4096x4096 fc7 would be 17M weights for
+  ten classes, more than the whole rest of the model. 1024 keeps the three-layer
+  classifier shape at a size that 50k images can fit.
+- ``channels`` (from the registry's ``width`` option, rounded to multiples of 8)
+  scales the convolutions only. Almost all the FLOPs are there.
+
+Initialisation is PyTorch's default. The Keras file uses the same distributions.
+BatchNorm uses momentum 0.1 (Keras 0.9) and eps 1e-5 on both sides.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from alexbench.frameworks import import_torch
+
+torch = import_torch()
+nn = torch.nn
+
+CHANNELS = (64, 192, 384, 256, 256)
+HIDDEN = 1024
+
+
+def _conv_bn(i: int, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
+    return [
+        (f"conv{i}", nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=False)),
+        (f"bn{i}", nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.1)),
+        (f"relu{i}", nn.ReLU(inplace=True)),
+    ]
+
+
+class AlexNetCifar(nn.Module):
+    """Five-conv, three-dense AlexNet for 32x32 RGB input; returns logits."""
+
+    def __init__(self, num_classes: int = 10, dropout: float = 0.5,
+                 channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN) -> None:
+        super().__init__()
+        c1, c2, c3, c4, c5 = channels
+        self.features = nn.Sequential(OrderedDict([
+            *_conv_bn(1, 3, c1),
+            ("pool1", nn.MaxPool2d(kernel_size=2, stride=2)),  # (N, c1, 16, 16)
+            *_conv_bn(2, c1, c2),
+            ("pool2", nn.MaxPool2d(kernel_size=2, stride=2)),  # (N, c2, 8, 8)
+            *_conv_bn(3, c2, c3),
+            *_conv_bn(4, c3, c4),
+            *_conv_bn(5, c4, c5),
+            ("pool5", nn.MaxPool2d(kernel_size=2, stride=2)),  # (N, c5, 4, 4)
+        ]))
+        self.classifier = nn.Sequential(OrderedDict([
+            ("drop6", nn.Dropout(p=dropout)),
+            ("fc6", nn.Linear(c5 * 4 * 4, hidden)),
+            ("relu6", nn.ReLU(inplace=True)),
+            ("drop7", nn.Dropout(p=dropout)),
+            ("fc7", nn.Linear(hidden, hidden)),
+            ("relu7", nn.ReLU(inplace=True)),
+            ("fc8", nn.Linear(hidden, num_classes)),
+        ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)     # (N, c5, 4, 4)
+        x = torch.flatten(x, 1)  # (N, 16 * c5), (c, h, w) order
+        return self.classifier(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace fc8 with a freshly initialised layer for ``num_classes``."""
+        self.classifier.fc8 = nn.Linear(self.classifier.fc8.in_features, num_classes)
+
+
+def alexnet_cifar(num_classes: int = 10, dropout: float = 0.5,
+                  channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN) -> AlexNetCifar:
+    """AlexNet for CIFAR's 32x32 images (see the module docstring for every choice)."""
+    return AlexNetCifar(num_classes=num_classes, dropout=dropout, channels=tuple(channels), hidden=hidden)

@@ -1,0 +1,92 @@
+"""``alexbench models`` and ``alexbench parity``: thin wrappers that print library results."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _table(rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
+    """One dict per registered model: params per framework and FLOPs per framework."""
+    from alexbench.models import MODELS, count_params, create_model
+    from alexbench.models.flops import keras_flops, torch_flops
+
+    rows = []
+    for name, spec in MODELS.items():
+        params, flops = {}, {}
+        for framework in spec.frameworks:
+            model = create_model(name, framework, num_classes)
+            params[framework] = count_params(model, framework)
+            flops[framework] = torch_flops(model, spec.input_size) if framework == "torch" else keras_flops(model)
+            del model
+        rows.append({"name": name, "frameworks": spec.frameworks, "input_size": spec.input_size,
+                     "params": params, "flops": flops, "description": spec.description})
+    return rows
+
+
+def models_command(args: argparse.Namespace) -> int:
+    """Print every registered model: frameworks, input size, params and FLOPs, from each framework's built model."""
+    rows = models_rows(10)
+    header = ["model", "frameworks", "input", "torch trainable", "torch total", "keras trainable", "keras total",
+              "FLOPs/image", "GFLOPs"]
+    table = [header]
+    mismatches = []
+    for r in rows:
+        p, f = r["params"], r["flops"]
+        if len(set(p.values())) > 1 or len(set(f.values())) > 1:
+            mismatches.append(r["name"])
+        flops = " / ".join(f"{v:,}" for v in dict.fromkeys(f.values()))
+        table.append([r["name"], ",".join(r["frameworks"]), f"{r['input_size']}px",
+                      f"{p['torch'][0]:,}", f"{p['torch'][1]:,}", f"{p['keras'][0]:,}", f"{p['keras'][1]:,}",
+                      flops, f"{f['torch'] / 1e9:.3f}"])
+    print("Registered models (10 classes; params counted in each framework's built model; total includes "
+          "BatchNorm running statistics;")
+    print("FLOPs per forward image = 2 x conv and dense multiply-adds, equal in both frameworks):")
+    print(_table(table, right={3, 4, 5, 6, 7, 8}))
+    print()
+    for r in rows:
+        print(f"  {r['name']:<14} {r['description']}")
+    if mismatches:
+        print(f"MISMATCH between frameworks for: {', '.join(mismatches)}")
+        return 1
+    return 0
+
+
+def _print_result(r: dict[str, Any]) -> None:
+    opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+    print(f"parity {r['model']}{f' ({opts})' if opts else ''}: {r['num_classes']} classes, batch {r['batch']}, "
+          f"seed {r['seed']}, fp32, eval mode")
+    print(f"  torch -> keras  max |logit diff| = {r['torch_to_keras']:.3e}")
+    print(f"  keras -> torch  max |logit diff| = {r['keras_to_torch']:.3e}   (max |logit| = {r['max_abs_logit']:.3e}, "
+          f"relative {r['relative']:.1e})")
+    pt, pk = r["params"]["torch"], r["params"]["keras"]
+    print(f"  params trainable/total  torch {pt[0]:,}/{pt[1]:,}  keras {pk[0]:,}/{pk[1]:,}  "
+          f"{'equal' if pt == pk else 'DIFFERENT'}")
+    ft, fk = r["flops"]["torch"], r["flops"]["keras"]
+    print(f"  FLOPs/image  torch {ft:,}  keras {fk:,}  {'equal' if ft == fk else 'DIFFERENT'}")
+    print(f"  {'PASS' if r['passed'] else 'FAIL'} (tolerance {r['tol']:g})")
+
+
+def parity_command(args: argparse.Namespace) -> int:
+    """Run the parity check for ``args.model`` (every structural variant, e.g. each norm); 0 on pass, 1 on fail."""
+    from alexbench.models import get_spec
+    from alexbench.models.parity import check
+
+    spec = get_spec(args.model)
+    ok = True
+    for variant in spec.parity_variants:
+        result = check(args.model, num_classes=args.num_classes, batch=args.batch, seed=args.seed, **variant)
+        _print_result(result)
+        ok = ok and result["passed"]
+    return 0 if ok else 1

@@ -1,0 +1,390 @@
+"""Pretrained weights: official ImageNet files through each framework's own cache, or a local file.
+
+Sources for ``pretrained="imagenet"``:
+- torch ``alexnet`` / ``vgg16``: torchvision's ``AlexNet_Weights.IMAGENET1K_V1`` /
+  ``VGG16_Weights.IMAGENET1K_V1``. The file is downloaded into torch hub's cache
+  (``$TORCH_HOME/hub/checkpoints``) with the hash check that its file name carries.
+- Keras ``vgg16``: keras.applications' notop file, with the same name, URL and MD5
+  as ``keras.applications.VGG16(include_top=False)``. It is fetched with
+  ``keras.utils.get_file`` into ``$KERAS_HOME/models``. This covers the convolutions
+  only; fc1, fc2 and predictions start fresh.
+- Keras ``alexnet``: torchvision's AlexNet weights, ported by ``port.torch_to_keras``.
+  No Keras AlexNet weights exist anywhere else.
+
+``weights=PATH`` replaces the download with an offline copy of the same file. When
+neither exists, ``WeightsUnavailable`` names the expected file and ``--weights``.
+
+Safety. Torch files are read with ``torch.load(weights_only=True)``, so a pickle
+that would run code is refused. Keras full-model files (``.keras``, and ``.h5`` with a
+model config) go through ``keras.saving.load_model(safe_mode=True)``. Weights-only
+``.h5`` files are read as plain HDF5 arrays.
+
+Matching is by layer name, and checked before anything is written. A layer whose
+shapes differ (other than the final classifier) is a UserError that names the first
+such layer and both shapes. A final classifier of another size (ImageNet's 1000
+classes) is left freshly initialised for ``num_classes``. That is the head
+replacement.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import numpy as np
+
+from alexbench.errors import UserError
+
+
+class WeightsUnavailable(UserError):
+    """Pretrained weights are neither in the cache nor downloadable (e.g. offline)."""
+
+
+# model -> torchvision weights enum and member
+TORCHVISION_WEIGHTS: dict[str, tuple[str, str]] = {
+    "alexnet": ("AlexNet_Weights", "IMAGENET1K_V1"),
+    "vgg16": ("VGG16_Weights", "IMAGENET1K_V1"),
+}
+# model -> (file name, URL, MD5): the values keras.applications.VGG16(include_top=False) uses.
+KERAS_APPLICATIONS_WEIGHTS: dict[str, tuple[str, str, str]] = {
+    "vgg16": (
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "6d6bbae143d832006294945121d1f1fc",
+    ),
+}
+KERAS_EXTENSIONS = (".h5", ".hdf5", ".keras")
+
+
+def imagenet_source(name: str, framework: str) -> str | None:
+    """Where ``pretrained="imagenet"`` comes from: "torchvision", "keras.applications" or None."""
+    if framework == "keras" and name in KERAS_APPLICATIONS_WEIGHTS:
+        return "keras.applications"
+    if name in TORCHVISION_WEIGHTS:
+        return "torchvision"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+# ---------------------------------------------------------------- torch files
+
+def read_torch_file(path: str) -> dict[str, Any]:
+    """A state_dict from a ``.pth`` file, read with ``weights_only=True``.
+
+    Accepts a bare state_dict, or a checkpoint dict that holds one under
+    ``state_dict``, ``model`` or ``model_state_dict``. A ``module.`` prefix (from
+    DataParallel) is removed.
+    """
+    from alexbench.frameworks import import_torch
+
+    torch = import_torch()
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{path}: refused: the file contains Python objects, not just weights, and "
+                        f"alexbench loads torch files with weights_only=True ({_first_line(exc)})") from None
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable PyTorch weights file ({_first_line(exc)})") from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: expected a PyTorch state_dict (layer names -> tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _from_torchvision_keys(model: Any, state: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """``{our key: (file key, tensor)}``. torchvision's positional keys (``features.0.weight``) are renamed.
+
+    alexbench's torch models keep torchvision's module order inside ``features`` and
+    ``classifier`` and only name the modules, so position i is the i-th named child.
+    """
+    out: dict[str, tuple[str, Any]] = {}
+    children = {name: [n for n, _ in module.named_children()] for name, module in model.named_children()}
+    for key, tensor in state.items():
+        parts = key.split(".")
+        ours = key
+        if len(parts) >= 3 and parts[1].isdigit() and parts[0] in children and int(parts[1]) < len(children[parts[0]]):
+            ours = ".".join([parts[0], children[parts[0]][int(parts[1])], *parts[2:]])
+        out[ours] = (key, tensor)
+    return out
+
+
+def apply_torch_state(model: Any, state: dict[str, Any], source: str, classifier: str) -> bool:
+    """Load ``state`` into ``model`` by name after checking every shape; returns True if the head was kept.
+
+    The final layer ``classifier`` is kept freshly initialised when the file's class
+    count differs (or the file has no head).
+    """
+    named = _from_torchvision_keys(model, state)
+    ours = model.state_dict()
+    head_keys = [k for k in ours if k.split(".")[-2:-1] == [classifier]]
+    merged: dict[str, Any] = {}
+    for key, current in ours.items():
+        layer = key.rsplit(".", 1)[0]
+        if key not in named:
+            if key.endswith("num_batches_tracked") or key in head_keys:
+                continue
+            raise UserError(f"{source}: no weights for layer {layer!r} ({key}); is the file for another model "
+                            "or other options?")
+        file_key, tensor = named[key]
+        if tuple(tensor.shape) != tuple(current.shape):
+            if key in head_keys:
+                continue
+            raise UserError(f"{source}: layer {layer!r} does not match: the file has {file_key} with shape "
+                            f"{tuple(tensor.shape)}, the model expects {tuple(current.shape)}")
+        merged[key] = tensor
+    extra = [file_key for key, (file_key, _) in named.items() if key not in ours]
+    if extra:
+        raise UserError(f"{source}: the file has weights {extra[0]!r} for a layer the model does not have; "
+                        "is the file for another model or other options?")
+    head_kept = all(k in merged for k in head_keys)
+    if not head_kept:
+        for k in head_keys:
+            merged.pop(k, None)
+    model.load_state_dict({**ours, **merged})
+    return head_kept
+
+
+def torchvision_state_dict(name: str, weights: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """torchvision's ImageNet state_dict for ``name``: from ``weights``, torch hub's cache, or a download."""
+    if weights is not None:
+        return read_torch_file(weights)
+    from alexbench.frameworks import import_torch
+
+    torch = import_torch()
+    import torchvision
+
+    enum_name, member = TORCHVISION_WEIGHTS[name]
+    url = getattr(torchvision.models, enum_name)[member].url
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+    if not os.path.exists(cached):
+        try:
+            torch.hub.load_state_dict_from_url(url, progress=progress, check_hash=True, weights_only=True)
+        except Exception as exc:
+            if not os.path.exists(cached):
+                raise WeightsUnavailable(
+                    f"torchvision's ImageNet weights for {name} ({enum_name}.{member}) are not available: "
+                    f"expected {cached} (download from {url} failed: {_first_line(exc)}); put the file there, "
+                    "or pass --weights PATH to an offline copy") from None
+    return read_torch_file(cached)
+
+
+# ---------------------------------------------------------------- keras files
+
+def _keras_home() -> str:
+    """Keras's cache folder, read now (Keras itself reads ``KERAS_HOME`` once, at import)."""
+    if os.environ.get("KERAS_HOME"):
+        return os.environ["KERAS_HOME"]
+    base = os.path.expanduser("~")
+    return os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+
+
+def keras_applications_file(name: str, weights: str | None = None) -> str:
+    """Path of keras.applications' notop ImageNet file for ``name``; downloads (hash-checked) if needed."""
+    if weights is not None:
+        return weights
+    from alexbench.frameworks import import_keras
+
+    keras = import_keras()
+    fname, url, md5 = KERAS_APPLICATIONS_WEIGHTS[name]
+    cache_dir = _keras_home()
+    expected = os.path.join(cache_dir, "models", fname)
+    try:
+        return keras.utils.get_file(fname, url, file_hash=md5, cache_subdir="models", cache_dir=cache_dir)
+    except Exception as exc:
+        raise WeightsUnavailable(
+            f"keras.applications' ImageNet weights for {name} are not available: expected {expected} "
+            f"(download from {url} failed: {_first_line(exc)}); put the file there, or pass --weights PATH "
+            "to an offline copy") from None
+
+
+def _h5_attr_list(group: Any, name: str) -> list[str]:
+    """A string-list attribute, including Keras's chunked form (``name0``, ``name1``, ...)."""
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            values.extend(group.attrs[f"{name}{i}"])
+            i += 1
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _legacy_h5_weights(group: Any) -> dict[str, list[np.ndarray]]:
+    """Weights from the legacy HDF5 layout (keras.applications' files): one group per layer, by name."""
+    out: dict[str, list[np.ndarray]] = {}
+    for layer in _h5_attr_list(group, "layer_names"):
+        names = _h5_attr_list(group[layer], "weight_names")
+        if names:
+            out[layer] = [np.asarray(group[layer][n]) for n in names]
+    return out
+
+
+def _keras3_h5_weights(group: Any) -> dict[str, list[np.ndarray]]:
+    """Weights from a Keras 3 ``.weights.h5``: ``layers/<key>/vars/<i>``, layer name in the vars' attrs."""
+    import h5py
+
+    out: dict[str, list[np.ndarray]] = {}
+
+    def visit(path: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Group) and path.endswith("vars") and "name" in obj.attrs and len(obj):
+            name = obj.attrs["name"]
+            out[name.decode("utf8") if isinstance(name, bytes) else str(name)] = [
+                np.asarray(obj[str(i)]) for i in range(len(obj))]
+
+    group["layers"].visititems(visit)
+    return out
+
+
+def read_keras_file(path: str) -> dict[str, list[np.ndarray]]:
+    """``{layer name: [arrays in layer.weights order]}`` from a Keras weights or model file."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: weights file not found")
+    from alexbench.frameworks import import_keras
+
+    keras = import_keras()
+    import alexbench.models.keras_layers  # noqa: F401  (registers LRN / adaptive pool for load_model)
+
+    def full_model() -> dict[str, list[np.ndarray]]:
+        try:
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        except Exception as exc:
+            raise UserError(f"{path}: cannot load Keras model with safe_mode=True ({_first_line(exc)})") from None
+        return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+    if path.endswith(".keras"):
+        return full_model()
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "model_config" not in f.attrs:  # weights only: read the arrays, build nothing
+                if _h5_attr_list(f, "layer_names"):
+                    return _legacy_h5_weights(f)
+                if "layers" in f:
+                    return _keras3_h5_weights(f)
+                raise UserError(f"{path}: an HDF5 file in no Keras layout alexbench knows "
+                                "(neither layer_names nor layers/)")
+    except OSError as exc:
+        raise UserError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from None
+    return full_model()  # a legacy full-model .h5
+
+
+def apply_keras_weights(model: Any, weights: dict[str, list[np.ndarray]], source: str,
+                        head: tuple[str, ...]) -> bool:
+    """Set ``model``'s weights by layer name after checking every shape; returns True if the head was kept.
+
+    Head layers missing from the file (a notop file) stay freshly initialised. So does
+    the final layer ``head[-1]`` when its shape differs.
+    """
+    classifier = head[-1]
+    updates = []
+    head_kept = True
+    layers = [layer for layer in model.layers if layer.weights]
+    for layer in layers:
+        arrays = weights.get(layer.name)
+        if arrays is None:
+            if layer.name in head:
+                head_kept = head_kept and layer.name != classifier
+                continue
+            raise UserError(f"{source}: no weights for layer {layer.name!r}; is the file for another model "
+                            "or other options?")
+        expected = [tuple(v.shape) for v in layer.weights]
+        got = [tuple(a.shape) for a in arrays]
+        if got != expected:
+            if layer.name == classifier:
+                head_kept = False
+                continue
+            if len(got) != len(expected):
+                raise UserError(f"{source}: layer {layer.name!r} does not match: the file has {len(got)} weights "
+                                f"with shapes {got}, the model expects {expected}")
+            i = next(i for i, (g, e) in enumerate(zip(got, expected)) if g != e)
+            raise UserError(f"{source}: layer {layer.name!r} does not match: the file has {layer.weights[i].name} "
+                            f"with shape {got[i]}, the model expects {expected[i]}")
+        updates.append((layer, arrays))
+    known = {layer.name for layer in layers}
+    extra = [name for name, arrays in weights.items() if arrays and name not in known]
+    if extra:
+        raise UserError(f"{source}: the file has weights for layer {extra[0]!r}, which the model does not have; "
+                        "is the file for another model or other options?")
+    for layer, arrays in updates:
+        layer.set_weights(arrays)
+    return head_kept
+
+
+# ---------------------------------------------------------------- create_model's entry point
+
+def _file_kind(path: str) -> str:
+    return "keras" if path.lower().endswith(KERAS_EXTENSIONS) else "torch"
+
+
+def load_pretrained(model: Any, spec: Any, framework: str, pretrained: str | None, weights: str | None,
+                    build: Callable[[str], Any]) -> Any:
+    """Fill ``model`` with pretrained weights (see the module docstring); returns the model.
+
+    ``build(framework)`` makes a fresh model of the same architecture in the other
+    framework. It is used when the file is in the other framework's format (Keras
+    AlexNet from torchvision weights), and the weights are then ported.
+    """
+    name = spec.name
+    if pretrained == "imagenet":
+        source = imagenet_source(name, framework)
+        if source is None:
+            have = [n for n in ("alexnet", "vgg16") if imagenet_source(n, framework)]
+            raise UserError(f"model {name}: no ImageNet weights for {framework}; models with them: "
+                            f"{', '.join(have)}")
+        expected_kind = "keras" if source == "keras.applications" else "torch"
+        if weights is not None:
+            weights = os.fspath(weights)
+            if _file_kind(weights) != expected_kind:
+                raise UserError(f"--weights {weights}: {framework} {name}'s ImageNet weights are {source}'s "
+                                f"({'an .h5 file' if expected_kind == 'keras' else 'a .pth file'}), and their "
+                                f"preprocessing ({spec.pretrained_norm.get(framework)}) depends on that")
+        if source == "torchvision":
+            path, kind = None, "torch"
+            state = torchvision_state_dict(name, weights)
+            label = weights or f"torchvision {TORCHVISION_WEIGHTS[name][0]}"
+        else:
+            path, kind = keras_applications_file(name, weights), "keras"
+            label = path
+    elif pretrained is not None:
+        if weights is not None:
+            raise UserError("pass either a weights path as pretrained, or pretrained='imagenet' with --weights, "
+                            "not both")
+        path = os.fspath(pretrained)
+        kind, label = _file_kind(path), path
+    else:
+        raise UserError(f"--weights {weights}: needs --pretrained imagenet")
+
+    if kind == "torch":
+        if pretrained != "imagenet":
+            state = read_torch_file(path)
+        target = model if framework == "torch" else build("torch")
+        apply_torch_state(target, state, label, spec.classifier)
+        if framework == "keras":
+            from alexbench.models.port import torch_to_keras
+
+            torch_to_keras(target, model)
+    else:
+        arrays = read_keras_file(path)
+        target = model if framework == "keras" else build("keras")
+        apply_keras_weights(target, arrays, label, spec.head)
+        if framework == "torch":
+            from alexbench.models.port import keras_to_torch
+
+            keras_to_torch(target, model)
+    return model
