@@ -54,7 +54,7 @@ def run_colors(n: int) -> list[str]:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08,
+    fig.savefig(buf, format="png", dpi=DPI,  # layouts are constrained: no second "tight" draw
                 metadata={"Software": None})  # no version stamp: same inputs, same bytes
     return buf.getvalue()
 
