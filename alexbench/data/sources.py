@@ -202,7 +202,7 @@ def _want_progress() -> bool:
 
 
 class _Progress:
-    """A rich progress bar on a terminal; one start line and one end line otherwise."""
+    """A rich progress bar on a terminal (not under CI); silent otherwise."""
 
     def __init__(self, label: str, total: int | None) -> None:
         self.label, self.total, self._bar, self._task = label, total, None, None
@@ -250,7 +250,9 @@ def download_cifar10(cache_dir: str | os.PathLike | None = None, *, url: str | N
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{home}: cannot create the data folder ({exc.strerror or exc})") from exc
-    print(f"downloading {url} to {target}", file=sys.stderr, flush=True)
+    loud = _want_progress()  # quiet when not on a terminal, or under CI
+    if loud:
+        print(f"downloading {url} to {target}", file=sys.stderr, flush=True)
     with atomic_path(target) as tmp:
         digest = hashlib.md5()
         received = 0
@@ -284,7 +286,8 @@ def download_cifar10(cache_dir: str | os.PathLike | None = None, *, url: str | N
             expected = f"{size:,} bytes, " if size else ""
             raise UserError(f"{url}: MD5 mismatch: got {got} ({received:,} bytes), expected {md5} ({expected}"
                             f"official); the downloaded file was kept at {bad}")
-    print(f"downloaded {received:,} bytes, MD5 verified: {target}", file=sys.stderr, flush=True)
+    if loud:
+        print(f"downloaded {received:,} bytes, MD5 verified: {target}", file=sys.stderr, flush=True)
     return target
 
 
