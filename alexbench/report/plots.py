@@ -18,7 +18,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import MaxNLocator, MultipleLocator, PercentFormatter
 
 __all__ = ["PALETTE", "run_colors", "learning_curves", "accuracy_overview", "per_class_bars",
            "confusion_matrix", "image_grid"]
@@ -78,7 +78,7 @@ def learning_curves(series: Sequence[tuple[str, str, Sequence[dict]]], x: str = 
     a solid line with dots, training a dashed line in the same colour.
     """
     with matplotlib.rc_context(_STYLE):
-        fig = _figure(10.5, 3.6)
+        fig = _figure(11.6, 3.7)
         ax_acc, ax_loss = fig.subplots(1, 2)
         max_t = max((float(r.get("elapsed_seconds") or 0) for _, _, rows in series for r in rows), default=0.0)
         scale, xlabel = _time_axis(max_t) if x == "time" else (1.0, "epoch")
@@ -114,7 +114,7 @@ def accuracy_overview(labels: Sequence[str], colors: Sequence[str], acc: Sequenc
     """Test accuracy of each finished run as a dot with its 95% interval, best on top."""
     order = list(np.argsort(acc))
     with matplotlib.rc_context(_STYLE):
-        fig = _figure(10.5, 0.45 * len(labels) + 0.9)
+        fig = _figure(11.6, 0.45 * len(labels) + 0.9)
         ax = fig.subplots()
         for y, i in enumerate(order):
             lo, hi = ci[i]
@@ -127,7 +127,11 @@ def accuracy_overview(labels: Sequence[str], colors: Sequence[str], acc: Sequenc
         lo_all = min(c[0] for c in ci)
         hi_all = max(c[1] for c in ci)
         pad = max(0.02, (hi_all - lo_all) * 0.15)
-        ax.set_xlim(max(0.0, lo_all - pad), min(1.0, hi_all + 2.5 * pad))
+        lo_x, hi_x = max(0.0, lo_all - pad), min(1.0, hi_all + 2.5 * pad)
+        ax.set_xlim(lo_x, hi_x)
+        span = hi_x - lo_x
+        step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2) if span / s <= 10)  # whole-percent ticks
+        ax.xaxis.set_major_locator(MultipleLocator(step))
         ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_xlabel("test accuracy (dot) with 95% Wilson interval (bar)")
         ax.grid(axis="y", visible=False)
@@ -138,7 +142,7 @@ def per_class_bars(classes: Sequence[str], series: Sequence[tuple[str, str, Sequ
     """Per-class test accuracy: one group per class, one bar per run."""
     k = max(len(series), 1)
     with matplotlib.rc_context(_STYLE):
-        fig = _figure(10.5, 3.8)
+        fig = _figure(11.6, 3.8)
         ax = fig.subplots()
         width = 0.8 / k
         x = np.arange(len(classes))

@@ -87,10 +87,10 @@ def fmt_duration(x: Any) -> str:
         return "–"
     s = int(round(v))
     if v < 60:
-        return f"{v:.1f} s"
+        return f"{v:.1f}s"
     if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 def fmt_p(x: Any) -> str:
@@ -100,6 +100,12 @@ def fmt_p(x: Any) -> str:
     if v < 1e-4:
         return "< 0.0001"
     return f"{v:.4f}" if v < 0.01 else f"{v:.3f}"
+
+
+def fmt_p_phrase(x: Any) -> str:
+    """'p = 0.285' or 'p < 0.0001', for running text."""
+    text = fmt_p(x)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def fmt_bytes(x: Any) -> str:
@@ -381,7 +387,7 @@ def _environment() -> jinja2.Environment:
                                                                  default_for_string=False),
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(pct=fmt_pct, ci=fmt_ci, points=fmt_points, human=fmt_count, duration=fmt_duration,
-                       p=fmt_p, bytes=fmt_bytes, thousands=fmt_int, framework=fmt_framework, md=md_cell, wbr=html_wbr)
+                       p=fmt_p, p_phrase=fmt_p_phrase, bytes=fmt_bytes, thousands=fmt_int, framework=fmt_framework, md=md_cell, wbr=html_wbr)
     return env
 
 
