@@ -53,7 +53,8 @@ def write_binary_dir(parent: Path, classes=CIFAR10_CLASSES, **kw) -> tuple[Path,
     d.mkdir(parents=True)
     n = len(x_train) // 5
     for i in range(5):
-        (d / f"data_batch_{i + 1}.bin").write_bytes(binary_records(x_train[i * n:(i + 1) * n], y_train[i * n:(i + 1) * n]))
+        part = slice(i * n, (i + 1) * n)
+        (d / f"data_batch_{i + 1}.bin").write_bytes(binary_records(x_train[part], y_train[part]))
     (d / "test_batch.bin").write_bytes(binary_records(x_test, y_test))
     (d / "batches.meta.txt").write_text("\n".join(classes) + "\n\n")
     return d, arrays
@@ -190,7 +191,8 @@ def py2_style_batch(data: np.ndarray, labels: list[int]) -> bytes:
     out = b"\x80\x02}(" + s(b"data")
     out += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + s(b"b") + b"\x87R("
     out += b"K\x01M" + rows.to_bytes(2, "little") + b"M" + cols.to_bytes(2, "little") + b"\x86"
-    out += b"cnumpy\ndtype\n" + s(b"u1") + b"K\x00K\x01\x87R(K\x03" + s(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    out += b"cnumpy\ndtype\n" + s(b"u1") + b"K\x00K\x01\x87R"
+    out += b"(K\x03" + s(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"  # dtype state
     out += b"\x89T" + len(raw).to_bytes(4, "little") + raw + b"tb"
     out += s(b"labels") + b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"eu."
     return out
@@ -275,7 +277,7 @@ def test_grayscale_palette_and_rgba_become_rgb(tmp_path):
     save_image(root / "test" / "a" / "t.png", mode="L")
     ds = load_dataset(str(root))
     assert ds.x_train.shape == (3, 32, 32, 3)
-    by_name = dict(zip(["g", "p", "r"], ds.x_train))
+    by_name = dict(zip(["g", "p", "r"], ds.x_train, strict=True))
     assert tuple(by_name["g"][0, 0]) == (77, 77, 77)
     assert tuple(by_name["r"][0, 0]) == (200, 0, 0)  # alpha dropped, colour kept
     assert tuple(by_name["p"][0, 0]) == (5, 6, 7)
@@ -585,3 +587,40 @@ def test_cli_prints_everything(tmp_path, capsys):
     assert table == [["a", "3", "2"], ["b", "3", "2"], ["total", "6", "4"]]
     rc, out, _ = run_cli(capsys, "data", str(tmp_path / "f"))
     assert rc == 0 and "served from cache" in out
+
+
+def test_progress_only_on_a_terminal_and_not_under_ci(monkeypatch, capsys, isolated):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    assert sources._want_progress()
+    monkeypatch.setenv("CI", "true")
+    assert not sources._want_progress()
+    monkeypatch.delenv("CI")
+    payload = b"y" * 5000
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": str(len(payload))}
+    sources.download_cifar10(url="https://example.invalid/c.tgz", md5=hashlib.md5(payload).hexdigest(),
+                             opener=lambda url, timeout: Response(payload))
+    out, err = capsys.readouterr()
+    assert out == "" and "downloading https://example.invalid/c.tgz" in err and "MD5 verified" in err
+
+
+def test_rich_table(tmp_path, capsys, monkeypatch):
+    from alexbench.data import commands
+
+    monkeypatch.setattr(commands, "_use_rich", lambda: True)
+    write_image_folder(tmp_path / "f", classes=("a", "b"), n_train=3, n_test=2)
+    rc, out, err = run_cli(capsys, "data", str(tmp_path / "f"))
+    assert rc == 0, err
+    assert "sha256:" in out and "image-folder" in out
+    rows = [line for line in out.splitlines() if "│" in line or "|" in line]
+    assert any(" a " in r and "3" in r and "2" in r for r in rows) and any("total" in r and "6" in r for r in rows)
+
+
+def test_verify_reports_official_md5(tmp_path, capsys):
+    d, _ = write_binary_dir(tmp_path / "src")
+    t = tar_dir(d, tmp_path / "cifar-10-binary.tar.gz")
+    rc, out, err = run_cli(capsys, "data", str(t), "--verify")
+    assert rc == 0, err
+    assert "does NOT match the official one" in out
+    assert "warning:" in err and "not the official cifar-10-binary.tar.gz" in err

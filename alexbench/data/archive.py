@@ -21,9 +21,9 @@ import io
 import tarfile
 import warnings
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
 
 import numpy as np
 

@@ -39,8 +39,8 @@ import numpy as np
 from alexbench.atomic import atomic_path, atomic_write_json
 from alexbench.errors import UserError
 
-__all__ = ["CACHE_VERSION", "data_home", "decoded_dir", "warn", "hash_file", "walk_files", "source_sha256", "cache_file",
-           "load_cached", "save_cached"]
+__all__ = ["CACHE_VERSION", "data_home", "decoded_dir", "warn", "hash_file", "walk_files", "source_sha256",
+           "cache_file", "load_cached", "save_cached"]
 
 CACHE_VERSION = 1  # bump when the decoded content for the same source would change
 _CHUNK = 1 << 20

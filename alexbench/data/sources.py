@@ -34,15 +34,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from alexbench.atomic import atomic_path
 from alexbench.data import cache
-from alexbench.data.archive import TarEntry, decode_image, is_image_name, is_tar, iter_tar
+from alexbench.data.archive import decode_image, is_image_name, is_tar, iter_tar
 from alexbench.data.dataset import Dataset
 from alexbench.errors import UserError
 
@@ -208,11 +209,12 @@ class _Progress:
         self.label, self.total, self._bar, self._task = label, total, None, None
         if _want_progress():
             try:
-                from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                                           TransferSpeedColumn)
+                from rich.console import Console
+                from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
                 self._bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                                     TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
+                                     TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+                                     console=Console(stderr=True))
                 self._bar.start()
                 self._task = self._bar.add_task(label, total=total)
             except ImportError:  # pragma: no cover - rich is a dependency
@@ -472,8 +474,9 @@ def _read_image_folder(path: Path, resize: int | None) -> _Decoded:
         if not only_test:
             raise UserError(f"{path}: class folder{'s' if len(only_train) > 1 else ''} missing from "
                             f"{root}test/: {', '.join(only_train)}")
-        raise UserError(f"{path}: train and test have different class sets (only in train: "
-                        f"{', '.join(only_train) or '-'}; only in test: {', '.join(only_test)})")
+        sides = [f"only in {root}train/: {', '.join(only_train)}"] if only_train else []
+        sides.append(f"only in {root}test/: {', '.join(only_test)}")
+        raise UserError(f"{path}: train and test have different class sets ({'; '.join(sides)})")
     classes = CIFAR10_CLASSES[:] if train_classes == set(CIFAR10_CLASSES) else sorted(train_classes)
     index = {c: i for i, c in enumerate(classes)}
 
