@@ -14,7 +14,7 @@ import pytest
 from alexbench.cli import main
 from alexbench.errors import UserError
 from alexbench.report import compare, load_run, write_report
-from alexbench.report.commands import compare_command, format_tables, report_command
+from alexbench.report.commands import compare_command, format_tables, print_comparison, report_command
 from alexbench.report.compare import read_history
 from alexbench.report.fakes import make_fake_run
 from alexbench.report.stats import mcnemar_exact, paired_difference
@@ -166,6 +166,14 @@ def test_rich_table_when_a_terminal(runs: dict[str, Path], monkeypatch: pytest.M
     commands._print_rich(compare([runs["torch"], runs["keras"]]), buf)
     assert "alexnet_cifar/keras/scratch/s0" in buf.getvalue()
     assert "significant" in format_tables(compare([runs["torch"], runs["keras"]]))
+
+
+def test_print_comparison_for_the_runner(runs: dict[str, Path]) -> None:
+    import io
+
+    buf = io.StringIO()
+    result = print_comparison([runs["torch"], runs["pre"]], buf)
+    assert len(result["rows"]) == 2 and "alexnet/torch/imagenet/s0" in buf.getvalue()
 
 
 def test_cli_compare_exit_codes(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
