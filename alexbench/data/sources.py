@@ -48,8 +48,8 @@ from alexbench.data.dataset import Dataset
 from alexbench.errors import UserError
 
 __all__ = ["CIFAR10_CLASSES", "BINARY_URL", "BINARY_MD5", "BINARY_SIZE", "PYTHON_URL", "PYTHON_MD5",
-           "PYTHON_SIZE", "SAMPLE_PATH", "official_md5", "load_dataset", "find_default_source", "describe_source",
-           "download_cifar10", "candidate_paths"]
+           "PYTHON_SIZE", "SAMPLE_PATH", "SAMPLE_NAME", "EMBEDDED", "LoadInfo", "official_md5", "load_dataset",
+           "load_dataset_info", "find_default_source", "describe_source", "download_cifar10", "candidate_paths"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -107,7 +107,10 @@ def find_default_source(cache_dir: str | os.PathLike | None = None) -> str | Non
     """
     for path in candidate_paths(cache_dir):
         if path.is_dir():
-            names = set(os.listdir(path))
+            try:
+                names = set(os.listdir(path))
+            except OSError:
+                continue  # unreadable: not something we can use
             if names & (set(_BIN_FILES) | set(_PY_FILES)):
                 return str(path)
         elif path.is_file() and path.stat().st_size > 0:
@@ -188,7 +191,9 @@ def describe_source(source: str | None) -> dict[str, Any]:
     else:
         fmt = _peek_tar_format(path) or "unknown"
         size = path.stat().st_size
-        container = "tar.gz" if path.name.lower().endswith((".gz", ".tgz")) else "tar"
+        lower = path.name.lower()
+        container = next((c for c, ends in (("tar.gz", (".gz", ".tgz")), ("tar.bz2", (".bz2", ".tbz2")),
+                                             ("tar.xz", (".xz", ".txz"))) if lower.endswith(ends)), "tar")
     out = {"source": str(path), "format": fmt, "container": container, "bytes": size, "found_by": found_by,
            "embedded": False}
     if path.is_file() and official_md5(path.name):
