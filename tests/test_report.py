@@ -235,7 +235,7 @@ def test_report_is_fast_for_five_runs(tmp_path: Path) -> None:
     write_report(dirs, tmp_path / "r.html")  # the runner rewrites at every epoch end: cached figures
     again = time.perf_counter() - t0
     print(f"5-run report: first write {first:.2f} s, rewrite {again:.2f} s")
-    assert first < 20 and again < first
+    assert first < 30 and again < first  # generous: CI machines are shared
 
 
 def test_report_banners_for_sample_and_jpeg(tmp_path: Path) -> None:
