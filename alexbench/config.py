@@ -29,7 +29,7 @@ class OptimizerConfig(_Strict):
     both engines. It applies to every parameter, BatchNorm and biases included."""
 
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0, le=10)
+    lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0, lt=1)
@@ -140,9 +140,15 @@ def load_yaml(path: str | Path) -> dict:
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads "1e6" as a string; users mean a number
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -55,6 +55,14 @@ def import_keras(threads: int | None = None) -> Any:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    # Load torch and torchvision before TensorFlow: the other order crashes (SIGSEGV) when
+    # torchvision later pulls in triton through torch._dynamo (porting and parity import it).
+    # Seen with torch 2.14.1 + torchvision 0.29.1 + TF 2.21.
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass
     import tensorflow as tf  # noqa: F401
     import keras
 
