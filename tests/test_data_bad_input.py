@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from test_data_sources import (  # noqa: F401
     assert_user_error,
@@ -353,3 +355,35 @@ def test_failed_load_keeps_users_files(capsys, tmp_path):
     rc, _, err = run_cli(capsys, "data", str(d))
     assert rc == 2
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_absurd_memo_index_is_refused_before_allocating():
+    # LONG_BINPUT 0xFFFFFFFF would make CPython's unpickler allocate a ~34 GB memo
+    with pytest.raises(UnsafePickleError, match="memo index"):
+        safe_loads(b"\x80\x02]r\xff\xff\xff\xff.")
+
+
+_VALID = python_batch(np.zeros((2, 32, 32, 3), np.uint8), np.array([3, 4]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=300).map(lambda b: b"\x80\x02" + b),
+    st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=8).map(
+        lambda edits: bytes(_mutate(_VALID, edits))),
+))
+def test_fuzzed_python_batch_never_escapes(data):
+    """Random or mutated pickles end as data or as one UserError; never another exception."""
+    from alexbench.data.sources import _unpickle
+
+    try:
+        _unpickle("fuzz", data)
+    except UserError as exc:
+        assert str(exc).startswith("fuzz: ")
+
+
+def _mutate(data: bytes, edits) -> bytearray:
+    out = bytearray(data)
+    for pos, value in edits:
+        out[pos] = value
+    return out

@@ -13,12 +13,14 @@ protocol 5) and,
 when the file was re-pickled under Python 3 with protocol 2, ``_codecs.encode`` (how
 protocol 2 spells a ``bytes`` literal).
 
-:func:`safe_load` never hands a real numpy (or any other) callable to the unpickler.
+:func:`safe_loads` never hands a real numpy (or any other) callable to the unpickler.
 Each allowed global resolves to a small stand-in defined here: the stand-ins record
-what the stream asks for, and :func:`safe_load` then builds the arrays itself with
+what the stream asks for, and :func:`safe_loads` then builds the arrays itself with
 ``np.frombuffer`` from a plain numeric dtype. Every other global is refused *before*
 anything is called, so a hostile ``__reduce__`` (``os.system``, ``builtins.eval``,
-``subprocess.Popen``...) never runs. Object arrays are refused too.
+``subprocess.Popen``...) never runs. Object arrays are refused too. Before unpickling,
+the opcodes are walked once (:func:`_prescan`) to refuse unneeded opcodes and absurd
+memo indices.
 """
 
 from __future__ import annotations
@@ -185,18 +187,46 @@ def _finish(obj: Any, depth: int = 0) -> Any:
     raise UnsafePickleError(f"unexpected object of type {type(obj).__name__}")
 
 
-def safe_load(fh: io.BufferedIOBase | io.BytesIO) -> Any:
-    """Unpickle a CIFAR-10 python-version batch from a binary file object, safely.
+# Opcodes a CIFAR-10 batch never needs: persistent ids, the copyreg extension registry,
+# and the old-style class-instance builders.
+_REFUSED_OPCODES = frozenset({"PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"})
+_MAX_MEMO_INDEX = 1_000_000  # an official batch uses ~20,000 memo slots
 
-    Returns dicts/lists/bytes/str/int and ``np.ndarray`` (plain numeric dtypes) only.
-    Raises :class:`UnsafePickleError` for anything else, and ``pickle.UnpicklingError``,
-    ``EOFError``, ``ValueError`` etc. for truncated or corrupt streams; the caller turns
-    those into a :class:`~alexbench.errors.UserError` naming the file.
+
+def _prescan(data: bytes) -> None:
+    """Walk the opcodes (without executing any) and refuse what a CIFAR batch never has.
+
+    Besides refusing opcodes, this bounds memo indices: CPython's unpickler grows its
+    memo to the largest index it is given, so ``LONG_BINPUT 0xFFFFFFFF`` alone would ask
+    for tens of gigabytes.
     """
-    # encoding="bytes" keeps Python 2 str values (the official files) as bytes.
-    return _finish(_RestrictedUnpickler(fh, encoding="bytes").load())
+    import pickletools
+
+    for opcode, arg, _pos in pickletools.genops(data):
+        if opcode.name in _REFUSED_OPCODES:
+            raise UnsafePickleError(f"opcode {opcode.name} is not allowed")
+        if opcode.name.endswith(("PUT", "GET")) and isinstance(arg, int) and arg > _MAX_MEMO_INDEX:
+            raise UnsafePickleError(f"memo index {arg} is out of range")
+        if opcode.name == "FRAME" and isinstance(arg, int) and arg > len(data):
+            raise UnsafePickleError("frame longer than the file")
+        if opcode.name == "STOP":
+            return
 
 
 def safe_loads(data: bytes) -> Any:
-    """:func:`safe_load` on an in-memory byte string."""
-    return safe_load(io.BytesIO(data))
+    """Unpickle a CIFAR-10 python-version batch from bytes, safely.
+
+    Returns dicts/lists/tuples/bytes/str/int/float and ``np.ndarray`` (plain numeric
+    dtypes) only. Raises :class:`UnsafePickleError` for anything else, and
+    ``pickle.UnpicklingError``, ``EOFError``, ``ValueError`` etc. for truncated or corrupt
+    streams; the caller turns those into a :class:`~alexbench.errors.UserError` naming
+    the file.
+    """
+    _prescan(data)
+    # encoding="bytes" keeps Python 2 str values (the official files) as bytes.
+    return _finish(_RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load())
+
+
+def safe_load(fh: io.BufferedIOBase) -> Any:
+    """:func:`safe_loads` on the whole content of a binary file object."""
+    return safe_loads(fh.read())
