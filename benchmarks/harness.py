@@ -1,0 +1,164 @@
+"""Long-lived worker processes and interleaved timing rounds.
+
+A :class:`Worker` is one ``python -m benchmarks.worker`` process holding one built
+configuration (an engine, a plain loop, a GEMM). The parent talks to it with one JSON
+line per request on stdin and one JSON line per answer on stdout; everything the
+frameworks print goes to the worker's log file. :func:`interleave` asks each
+configuration for one timed block per round, in turn, so that configurations compared
+with each other always run minutes apart at most, under the same machine load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class BenchError(RuntimeError):
+    """A worker failed or timed out; the message carries the tail of its log."""
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Worker:
+    """One configuration in its own process. ``spec`` is passed to :func:`benchmarks.worker.build`."""
+
+    def __init__(self, name: str, spec: dict, log_dir: Path, env: dict | None = None) -> None:
+        self.name = name
+        self.spec = spec
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{name.replace('/', '_').replace(' ', '_')}.log"
+        self._log = open(self.log_path, "w")
+        full_env = dict(os.environ)
+        full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker"], cwd=str(REPO),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     env=full_env, text=True, bufsize=1)
+        self._send(spec)
+        self.setup: dict | None = None
+
+    def _send(self, obj: dict) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(obj) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise BenchError(f"worker {self.name} died; its log ends with:\n{_tail(self.log_path)}") from None
+
+    def _recv(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise BenchError(f"worker {self.name} timed out after {timeout:.0f}s; log:\n{_tail(self.log_path)}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 5.0))
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    self.proc.wait()
+                    raise BenchError(f"worker {self.name} exited ({self.proc.returncode}); "
+                                     f"its log ends with:\n{_tail(self.log_path)}")
+                reply = json.loads(line)
+                if "error" in reply:
+                    raise BenchError(f"worker {self.name}: {reply['error']}\n{reply.get('traceback', '')}")
+                return reply
+
+    def wait_ready(self, timeout: float = 600) -> dict:
+        if self.setup is None:
+            self.setup = self._recv(timeout)
+        return self.setup
+
+    def call(self, op: dict, timeout: float = 900) -> dict:
+        self.wait_ready(timeout)
+        self._send(op)
+        return self._recv(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._send({"op": "exit"})
+                self.proc.wait(timeout=30)
+            except (BenchError, subprocess.TimeoutExpired):
+                self.kill()
+        self._log.close()
+
+
+@dataclass
+class Config:
+    """One measured configuration: a label, the worker that runs it and the request it sends."""
+
+    label: str
+    worker: Worker
+    op: dict
+    results: list[dict] = field(default_factory=list)
+    warm: dict | None = None  # the untimed first round's answer (tracing, compiling)
+
+
+def interleave(configs: list[Config], rounds: int, warm_round: dict | None = None,
+               log: Callable[[str], None] = print) -> None:
+    """Run ``rounds`` rounds; in each, every config runs its timed block once, in order.
+
+    ``warm_round`` (merged into each op) is an untimed first round that absorbs
+    tracing, compiling and first-touch allocation; its answer is kept in ``config.warm``.
+    """
+    for c in configs:
+        c.worker.wait_ready()
+    if warm_round is not None:
+        for c in configs:
+            t0 = time.perf_counter()
+            c.warm = c.worker.call({**c.op, **warm_round})
+            c.warm["wall_seconds"] = time.perf_counter() - t0
+            log(f"  warm-up  {c.label:<34s} {time.perf_counter() - t0:6.1f}s")
+    for r in range(rounds):
+        for c in configs:
+            res = c.worker.call(c.op)
+            c.results.append(res)
+            extra = f"{res['ips']:8.1f} img/s" if "ips" in res else ""
+            if "flops" in res:
+                extra = f"{res['flops'] / 1e9:8.0f} GFLOP/s"
+            log(f"  round {r + 1}  {c.label:<34s} {extra}")
+
+
+def median(values: list[float]) -> float:
+    vals = [v for v in values if v is not None]
+    return float(statistics.median(vals)) if vals else float("nan")
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None]
+    return (float(min(vals)), float(max(vals))) if vals else (float("nan"), float("nan"))
+
+
+def paired_ratio(a: Config, b: Config, key: str = "ips") -> dict[str, Any]:
+    """Median over rounds of a's figure / b's figure from the same round."""
+    ratios = [x[key] / y[key] for x, y in zip(a.results, b.results) if y.get(key)]
+    return {"median": median(ratios), "rounds": ratios, "min": spread(ratios)[0], "max": spread(ratios)[1]}
+
+
+def summary(c: Config, key: str = "ips") -> dict[str, Any]:
+    vals = [r[key] for r in c.results]
+    lo, hi = spread(vals)
+    return {"median": median(vals), "min": lo, "max": hi, "rounds": vals}
