@@ -689,8 +689,8 @@ def load_dataset_info(source: str | None = None, *, verify: bool = False, resize
 
 def _finish_notes(ds: Dataset, found_by: str, home: Path) -> None:
     if found_by == "fallback":
-        msg = ("no CIFAR-10 copy found (looked in the data home, ./data and ~/.keras/datasets); using the small "
-               "embedded sample. Run `alexbench data --download` or pass a source for the full dataset")
+        msg = (f"no CIFAR-10 copy found (looked in {home}, ./data and ~/.keras/datasets); using the small "
+               f"embedded sample. Run `alexbench data --download` or pass a source for the full dataset")
         cache.warn(msg)
         ds.notes.append(msg)
     elif found_by == "downloaded":
