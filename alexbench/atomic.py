@@ -21,6 +21,12 @@ from alexbench.errors import UserError
 __all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "RunLock"]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -54,6 +60,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
                                     dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -29,7 +29,7 @@ class OptimizerConfig(_Strict):
     both engines. It applies to every parameter, BatchNorm and biases included."""
 
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0, lt=1)
@@ -66,12 +66,14 @@ class FinetuneConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """Defaults are the scratch recipe for ``alexnet_cifar`` (see BENCHMARKS.md for its measured runs)."""
+
     model: str = "alexnet_cifar"
     framework: Literal["torch", "keras"] = "torch"
     pretrained: Optional[str] = None  # None, "imagenet", or a weights path
     weights: Optional[str] = None  # offline file for pretrained="imagenet"
     model_options: dict[str, Any] = Field(default_factory=dict)
-    epochs: int = Field(10, gt=0, le=10000)
+    epochs: int = Field(16, gt=0, le=10000)
     batch_size: int = Field(256, gt=0, le=65536)
     eval_batch_size: int = Field(500, gt=0, le=65536)
     seed: int = Field(0, ge=0)
@@ -81,7 +83,7 @@ class TrainConfig(_Strict):
     max_test_images: Optional[int] = Field(None, gt=0)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     input_size: Optional[int] = Field(None, ge=8, le=1024)  # default: the model's own
     normalization: Optional[Literal["dataset", "imagenet", "caffe"]] = None  # default: by model/weights
@@ -93,7 +95,7 @@ class TrainConfig(_Strict):
     checkpoint_minutes: float = Field(10.0, gt=0)
     early_stopping_patience: Optional[int] = Field(None, gt=0)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
-    tta_flip: bool = False  # average logits of the image and its mirror at evaluation
+    tta_flip: bool = True  # average logits of the image and its mirror at evaluation
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

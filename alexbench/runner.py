@@ -106,8 +106,12 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
 
         def report(*_: object) -> None:
             dirs = [out / e.slug for e in entries if (out / e.slug / "history.csv").exists()]
-            if dirs or skipped:
+            if not (dirs or skipped):
+                return
+            try:
                 write_report(dirs, html, title=f"alexbench: {plan.get('name', preset)}", skipped=skipped)
+            except UserError as exc:  # a report problem must never stop training
+                print(f"warning: report not updated: {exc}", file=sys.stderr)
 
         for k, e in enumerate(entries, 1):
             prev = status["entries"].get(e.slug, {})
@@ -129,7 +133,8 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
                 print(f"[{k}/{len(entries)}] {e.slug}: skipped: {reason}", file=sys.stderr)
                 skipped.append({"entry": e.slug, "model": cfg.model, "framework": cfg.framework,
                                 "pretrained": cfg.pretrained, "reason": reason})
-                status["entries"][e.slug] = {"status": "skipped", "reason": reason}
+                status["entries"][e.slug] = {"status": "skipped", "reason": reason, "model": cfg.model,
+                                             "framework": cfg.framework, "pretrained": cfg.pretrained}
                 atomic_write_json(status_path, status)
                 _drop_empty_run(run_dir)
                 continue
@@ -139,7 +144,8 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
         # skipped entries from an earlier, resumed invocation still belong in the report
         for slug, st in status["entries"].items():
             if st.get("status") == "skipped" and slug not in {s["entry"] for s in skipped}:
-                skipped.append({"entry": slug, "reason": st.get("reason", "")})
+                skipped.append({"entry": slug, **{k: st.get(k) for k in ("model", "framework", "pretrained")},
+                                "reason": st.get("reason", "")})
         status["finished"] = time.time()
         atomic_write_json(status_path, status)
         report()
