@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# DATA=path picks a CIFAR-10 source; without it, auto-detection, then the embedded sample.
+# --resume makes a second `make demo` finish or reuse the first one instead of refusing.
 demo: $(STAMP)
-	$(BIN)/alexbench run --preset quick --out runs/demo
+	$(BIN)/alexbench run --preset quick --out runs/demo --resume $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
