@@ -70,14 +70,26 @@ def load_plan(preset: str, config_file: str | None = None, overrides: list[str] 
     return plan, entries
 
 
+def expected_weights_name(model: str, framework: str) -> str | None:
+    """File name of the official ImageNet weights a pretrained entry loads (what --weights-dir must hold)."""
+    from urllib.parse import urlparse
+
+    from alexbench.models.pretrained import KERAS_APPLICATIONS_WEIGHTS, TORCHVISION_WEIGHTS, imagenet_source
+
+    source = imagenet_source(model, framework)
+    if source == "keras.applications":
+        return KERAS_APPLICATIONS_WEIGHTS[model][0]
+    if source == "torchvision":
+        return Path(urlparse(TORCHVISION_WEIGHTS[model][2]).path).name
+    return None
+
+
 def _with_offline_weights(cfg: TrainConfig, weights_dir: str | None) -> TrainConfig:
     if not weights_dir or cfg.pretrained != "imagenet" or cfg.weights:
         return cfg
-    from alexbench.models import expected_weights_file
-
-    name = Path(expected_weights_file(cfg.model, cfg.framework)).name
-    cand = Path(weights_dir) / name
-    return cfg.model_copy(update={"weights": str(cand)}) if cand.exists() else cfg
+    name = expected_weights_name(cfg.model, cfg.framework)
+    cand = Path(weights_dir) / name if name else None
+    return cfg.model_copy(update={"weights": str(cand)}) if cand and cand.exists() else cfg
 
 
 def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,  # noqa: ANN001
