@@ -1,0 +1,53 @@
+"""Smoke test of the benchmark suite's machinery (not its figures): workers, rounds, tables.
+
+Runs a tiny GEMM worker and a tiny alexnet_cifar torch engine worker (1/8 width, fp32)
+through one interleaved round, the stream and evaluation requests, and the table
+rendering. The suite itself (``python -m benchmarks.run``) is not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_worker_rounds_and_tables(tmp_path):
+    from benchmarks.harness import Config, Worker, interleave, paired_ratio, summary
+    from benchmarks.run import build_tables, render
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "arrays"
+    data.mkdir()
+    np.save(data / "x_train.npy", rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8))
+    np.save(data / "y_train.npy", rng.integers(0, 10, 64).astype(np.int64))
+    np.save(data / "x_test.npy", rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8))
+    np.save(data / "y_test.npy", rng.integers(0, 10, 32).astype(np.int64))
+
+    logs = tmp_path / "logs"
+    gemm = Worker("gemm", {"kind": "gemm", "sizes": [128], "reps": 2, "threads": 1}, logs)
+    eng = Worker("engine", {"kind": "engine", "data_dir": str(data), "lr": 1e-3, "config": {
+        "model": "alexnet_cifar", "framework": "torch", "model_options": {"width": 0.125}, "batch_size": 16,
+        "precision": "fp32", "threads": 1, "seed": 0}}, logs)
+    try:
+        train = Config("engine", eng, {"op": "train", "steps": 2, "warmup": 1})
+        no_prefetch = Config("engine, no prefetch", eng, {"op": "train", "steps": 2, "warmup": 1, "prefetch": False})
+        peak = Config("gemm", gemm, {"op": "gemm"})
+        interleave([train, no_prefetch, peak], rounds=1, warm_round={"steps": 1, "warmup": 0}, log=lambda m: None)
+        assert train.results[0]["images"] == 32 and train.results[0]["ips"] > 0
+        assert 0.0 <= train.results[0]["data_share"] <= 1.0
+        assert peak.results[0]["flops"] > 0
+        assert paired_ratio(train, no_prefetch)["median"] > 0
+        assert summary(peak, "flops")["median"] == peak.results[0]["flops"]
+        assert eng.call({"op": "stream", "batches": 3})["seconds_per_batch"] > 0
+        ev = eng.call({"op": "eval", "images": 32, "batch": 16})
+        assert ev["images"] == 32 and 0.0 <= ev["accuracy"] <= 1.0
+    finally:
+        gemm.close()
+        eng.close()
+
+    res = {"cifar": None, "train_runs": [{"model": "alexnet_cifar", "framework": "torch", "data_share": 0.01,
+                                          "images_per_second": 100.0, "eval_images_per_second": 500.0,
+                                          "peak_rss_bytes": 2 ** 30, "train_images": 64, "test_images": 32,
+                                          "config": {"batch_size": 16}}]}
+    tables = build_tables(res)
+    assert tables["goals"][1][-1] == "met"
+    assert "peak RSS" in render(tables, markdown=True)
