@@ -1,22 +1,15 @@
 """Evaluation metrics, identical for both engines because both call this one function.
 
 Per-class figures come from the whole test set (never per batch), through
-scikit-learn; the accuracy interval is Wilson's, through SciPy.
+scikit-learn; the accuracy interval is Wilson's (:mod:`alexbench.stats`, through SciPy).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-
-def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (``(0, 1)`` when ``total`` is 0)."""
-    if total <= 0:
-        return (0.0, 1.0)
-    ci = binomtest(int(correct), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(ci.low), float(ci.high))
+from alexbench.stats import per_class_from_confusion, wilson_interval
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], loss: float) -> dict:
@@ -29,8 +22,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     n = len(y_true)
     correct = int((y_pred == y_true).sum())
     cm = confusion_matrix(y_true, y_pred, labels=labels)
-    row = cm.sum(1)
-    per_class = np.divide(np.diag(cm), row, out=np.zeros(n_classes), where=row > 0)
+    per_class = per_class_from_confusion(cm)
     prec, rec, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     k = min(5, n_classes)
     top5 = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if n_classes > 2 else float(correct / n)
@@ -39,7 +31,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
         "accuracy": correct / n if n else 0.0,
         "accuracy_ci95": list(wilson_interval(correct, n)),
         "loss": float(loss),
-        "per_class_accuracy": {c: float(v) for c, v in zip(classes, per_class)},
+        "per_class_accuracy": {c: float(v) if np.isfinite(v) else None for c, v in zip(classes, per_class)},
         "precision": {c: float(v) for c, v in zip(classes, prec)},
         "recall": {c: float(v) for c, v in zip(classes, rec)},
         "f1": {c: float(v) for c, v in zip(classes, f1)},

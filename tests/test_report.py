@@ -17,7 +17,7 @@ from alexbench.report import compare, load_run, write_report
 from alexbench.report.commands import compare_command, format_tables, print_comparison, report_command
 from alexbench.report.compare import read_history
 from alexbench.report.fakes import make_fake_run
-from alexbench.report.stats import mcnemar_exact, paired_difference
+from alexbench.stats import mcnemar_exact, paired_difference
 
 SKIPPED = {"entry": "alexnet/keras/imagenet/s0", "model": "alexnet", "framework": "keras",
            "pretrained": "imagenet", "reason": "ImageNet weights not available offline; pass --weights-dir"}

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from alexbench.errors import UserError
-from alexbench.report.stats import mcnemar_exact, mean_std, paired_difference, wilson_interval
+from alexbench.stats import mcnemar_exact, mean_std, paired_difference, wilson_interval
 
 __all__ = ["RunRecord", "load_run", "load_runs", "expand_run_dirs", "compare", "compare_runs", "entry_label",
            "HISTORY_COLUMNS"]

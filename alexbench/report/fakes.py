@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from alexbench.atomic import atomic_path, atomic_write_json, atomic_write_text
-from alexbench.report.stats import per_class_from_confusion, wilson_interval
+from alexbench.stats import per_class_from_confusion, wilson_interval
 
 __all__ = ["CLASSES", "make_fake_run"]
 

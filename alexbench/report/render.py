@@ -33,7 +33,7 @@ from alexbench.atomic import atomic_path
 from alexbench.errors import UserError
 from alexbench.report import plots
 from alexbench.report.compare import RunRecord, compare_runs, load_runs
-from alexbench.report.stats import ALPHA
+from alexbench.stats import ALPHA
 
 __all__ = ["write_report", "build_context"]
 
