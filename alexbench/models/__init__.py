@@ -188,15 +188,15 @@ def create_model(name: str, framework: str, num_classes: int = 10, pretrained: s
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"model {name}: num_classes must be a positive integer (got {num_classes!r})")
     kwargs = resolve_options(name, options)
-    model = spec.builder(framework)(num_classes=num_classes, **kwargs)
+
+    def build(fw: str) -> Any:
+        return spec.builder(fw)(num_classes=num_classes, **kwargs)
+
     if pretrained is None and weights is None:
-        return model
+        return build(framework)
     from alexbench.models import pretrained as _pretrained
 
-    def build(other: str) -> Any:
-        return spec.builder(other)(num_classes=num_classes, **kwargs)
-
-    return _pretrained.load_pretrained(model, spec, framework, pretrained, weights, build)
+    return _pretrained.load_pretrained(spec, framework, pretrained, weights, build)
 
 
 def count_params(model: Any, framework: str) -> tuple[int, int]:

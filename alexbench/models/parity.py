@@ -1,8 +1,9 @@
 """Parity: the PyTorch and Keras definitions of a model compute the same function.
 
-Each direction builds a model in one framework from a fixed seed, ports its weights
-into a fresh model of the other framework, and compares logits on one fixed random
-batch. Both models are in eval mode and fp32. Before porting, BatchNorm statistics
+Each direction ports a model's weights into a fresh, differently initialised model of
+the other framework and compares logits on one fixed random batch: a seeded torch
+model into Keras, then that Keras model (with new BatchNorm values) back into a fresh
+torch model. Both models are in eval mode and fp32. Before porting, BatchNorm statistics
 and affine parameters are set to random non-trivial values. Fresh ones (mean 0,
 variance 1, gamma 1, beta 0) would let a BatchNorm porting bug go unseen. The check
 passes when both maximum absolute logit differences are <= ``TOL``, and parameter
@@ -84,11 +85,12 @@ def check(name: str, num_classes: int = 10, batch: int = 4, seed: int = 0, **opt
     params = {"torch": count_params(tm, "torch"), "keras": count_params(km, "keras")}
     flops = {"torch": torch_flops(tm, size), "keras": keras_flops(km)}
     scale = float(np.max(np.abs(ref)))
-    del tm, km
 
-    # keras -> torch, from a different Keras initialisation
-    keras.utils.set_random_seed(seed + 1)
-    km = create_model(name, "keras", num_classes, **options)
+    del tm
+
+    # keras -> torch: the Keras model above, with new BatchNorm values, into a fresh torch model
+    # (from another seed), so every torch weight must be written by the porter for the logits to agree.
+    torch.manual_seed(seed + 1)
     _randomise_keras_bn(km, rng)
     tm = port.keras_to_torch(km, create_model(name, "torch", num_classes, **options))
     ref = _keras_logits(km, x)

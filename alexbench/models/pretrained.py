@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from typing import Any, Callable
 from urllib.parse import urlparse
 
@@ -42,10 +43,12 @@ class WeightsUnavailable(UserError):
     """Pretrained weights are neither in the cache nor downloadable (e.g. offline)."""
 
 
-# model -> torchvision weights enum and member
-TORCHVISION_WEIGHTS: dict[str, tuple[str, str]] = {
-    "alexnet": ("AlexNet_Weights", "IMAGENET1K_V1"),
-    "vgg16": ("VGG16_Weights", "IMAGENET1K_V1"),
+# model -> torchvision weights enum, member, and that member's URL as of torchvision 0.29.
+# The URL is used only where importing torchvision would crash (see _torchvision_url).
+# tests/test_port_pretrained.py checks that it still equals torchvision's own.
+TORCHVISION_WEIGHTS: dict[str, tuple[str, str, str]] = {
+    "alexnet": ("AlexNet_Weights", "IMAGENET1K_V1", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+    "vgg16": ("VGG16_Weights", "IMAGENET1K_V1", "https://download.pytorch.org/models/vgg16-397923af.pth"),
 }
 # model -> (file name, URL, MD5): the values keras.applications.VGG16(include_top=False) uses.
 KERAS_APPLICATIONS_WEIGHTS: dict[str, tuple[str, str, str]] = {
@@ -159,6 +162,21 @@ def apply_torch_state(model: Any, state: dict[str, Any], source: str, classifier
     return head_kept
 
 
+def _torchvision_url(name: str) -> str:
+    """The weights URL from torchvision's weights API, or the recorded copy when torchvision cannot be imported.
+
+    torchvision imports triton, and importing triton after TensorFlow's libraries
+    are loaded kills the process with a segfault (torch 2.14 / TF 2.21). So once
+    TensorFlow is loaded and triton is not, the recorded URL is used instead.
+    """
+    enum_name, member, recorded = TORCHVISION_WEIGHTS[name]
+    if "tensorflow" in sys.modules and "triton" not in sys.modules:
+        return recorded
+    import torchvision
+
+    return getattr(torchvision.models, enum_name)[member].url
+
+
 def torchvision_state_dict(name: str, weights: str | None = None, progress: bool = True) -> dict[str, Any]:
     """torchvision's ImageNet state_dict for ``name``: from ``weights``, torch hub's cache, or a download."""
     if weights is not None:
@@ -166,10 +184,8 @@ def torchvision_state_dict(name: str, weights: str | None = None, progress: bool
     from alexbench.frameworks import import_torch
 
     torch = import_torch()
-    import torchvision
-
-    enum_name, member = TORCHVISION_WEIGHTS[name]
-    url = getattr(torchvision.models, enum_name)[member].url
+    enum_name, member, _ = TORCHVISION_WEIGHTS[name]
+    url = _torchvision_url(name)
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
     if not os.path.exists(cached):
         try:
@@ -332,13 +348,15 @@ def _file_kind(path: str) -> str:
     return "keras" if path.lower().endswith(KERAS_EXTENSIONS) else "torch"
 
 
-def load_pretrained(model: Any, spec: Any, framework: str, pretrained: str | None, weights: str | None,
+def load_pretrained(spec: Any, framework: str, pretrained: str | None, weights: str | None,
                     build: Callable[[str], Any]) -> Any:
-    """Fill ``model`` with pretrained weights (see the module docstring); returns the model.
+    """A ``framework`` model of ``spec`` filled with pretrained weights (see the module docstring).
 
-    ``build(framework)`` makes a fresh model of the same architecture in the other
-    framework. It is used when the file is in the other framework's format (Keras
-    AlexNet from torchvision weights), and the weights are then ported.
+    The weights are found and read before any model is built, so a missing or unsafe
+    file fails fast. ``build(framework)`` makes a fresh model (with the caller's
+    ``num_classes`` and options) in either framework. A file in the other framework's
+    format (Keras AlexNet from torchvision weights) is loaded into that framework's
+    model and then ported.
     """
     name = spec.name
     if pretrained == "imagenet":
@@ -355,36 +373,35 @@ def load_pretrained(model: Any, spec: Any, framework: str, pretrained: str | Non
                                 f"({'an .h5 file' if expected_kind == 'keras' else 'a .pth file'}), and their "
                                 f"preprocessing ({spec.pretrained_norm.get(framework)}) depends on that")
         if source == "torchvision":
-            path, kind = None, "torch"
+            kind, label = "torch", weights or f"torchvision {'.'.join(TORCHVISION_WEIGHTS[name][:2])}"
             state = torchvision_state_dict(name, weights)
-            label = weights or f"torchvision {TORCHVISION_WEIGHTS[name][0]}"
         else:
-            path, kind = keras_applications_file(name, weights), "keras"
-            label = path
+            kind = "keras"
+            label = keras_applications_file(name, weights)
+            arrays = read_keras_file(label)
     elif pretrained is not None:
         if weights is not None:
             raise UserError("pass either a weights path as pretrained, or pretrained='imagenet' with --weights, "
                             "not both")
-        path = os.fspath(pretrained)
-        kind, label = _file_kind(path), path
+        label = os.fspath(pretrained)
+        kind = _file_kind(label)
+        if kind == "torch":
+            state = read_torch_file(label)
+        else:
+            arrays = read_keras_file(label)
     else:
         raise UserError(f"--weights {weights}: needs --pretrained imagenet")
 
+    loaded = build(kind)
     if kind == "torch":
-        if pretrained != "imagenet":
-            state = read_torch_file(path)
-        target = model if framework == "torch" else build("torch")
-        apply_torch_state(target, state, label, spec.classifier)
-        if framework == "keras":
-            from alexbench.models.port import torch_to_keras
-
-            torch_to_keras(target, model)
+        apply_torch_state(loaded, state, label, spec.classifier)
     else:
-        arrays = read_keras_file(path)
-        target = model if framework == "keras" else build("keras")
-        apply_keras_weights(target, arrays, label, spec.head)
-        if framework == "torch":
-            from alexbench.models.port import keras_to_torch
+        apply_keras_weights(loaded, arrays, label, spec.head)
+    if framework == kind:
+        return loaded
+    from alexbench.models import port
 
-            keras_to_torch(target, model)
-    return model
+    model = build(framework)
+    if kind == "torch":
+        return port.torch_to_keras(loaded, model)
+    return port.keras_to_torch(loaded, model)
