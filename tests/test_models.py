@@ -308,3 +308,13 @@ def test_reset_classifier(framework):
         out = model(x.transpose(0, 2, 3, 1))
     assert tuple(out.shape) == (2, 10)
     assert count_params(model, framework)[1] == count_params(create_model("alexnet_cifar", framework), framework)[1]
+
+
+def test_registry_import_loads_no_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys, alexbench.models as m; assert m.MODELS['alexnet'].input_size == 224; "
+            "print(sorted(k for k in ('torch', 'tensorflow', 'keras') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-1000:]

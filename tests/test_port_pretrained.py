@@ -294,3 +294,12 @@ def test_port_refuses_different_architectures():
     with pytest.raises(UserError, match="conv1"):
         port.torch_to_keras(create_model("alexnet_cifar", "torch", width=0.5),
                             create_model("alexnet_cifar", "keras"))
+
+
+def test_keras_file_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Lambda(lambda t: t * 2.0, name="evil")(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(UserError, match="safe_mode=True"):
+        create_model("alexnet_cifar", "keras", pretrained=str(path))

@@ -1,13 +1,13 @@
 """Parity: the PyTorch and Keras definitions of a model compute the same function.
 
 Each direction ports a model's weights into a fresh, differently initialised model of
-the other framework and compares logits on one fixed random batch: a seeded torch
-model into Keras, then that Keras model (with new BatchNorm values) back into a fresh
-torch model. Both models are in eval mode and fp32. Before porting, BatchNorm statistics
-and affine parameters are set to random non-trivial values. Fresh ones (mean 0,
-variance 1, gamma 1, beta 0) would let a BatchNorm porting bug go unseen. The check
-passes when both maximum absolute logit differences are <= ``TOL``, and parameter
-counts and FLOPs are equal.
+the other framework, then compares logits on one fixed random batch. First a seeded
+torch model goes into Keras. Then that Keras model, perturbed, goes back into a fresh
+torch model. Both models are in eval mode and fp32. Before porting, BatchNorm
+statistics and affine parameters are set to random non-trivial values. Fresh ones
+(mean 0, variance 1, gamma 1, beta 0) would let a BatchNorm porting bug go unseen.
+The check passes when both maximum absolute logit differences are <= ``TOL`` and the
+parameter counts and FLOPs are equal.
 """
 
 from __future__ import annotations
@@ -35,13 +35,22 @@ def _randomise_torch_bn(model: Any, rng: np.random.Generator) -> None:
                     t.copy_(torch.from_numpy(values.astype(np.float32)))
 
 
-def _randomise_keras_bn(model: Any, rng: np.random.Generator) -> None:
+def _perturb_keras(model: Any, rng: np.random.Generator) -> None:
+    """New random BatchNorm values, and every kernel and bias scaled per output unit by U(0.5, 1.5).
+
+    This makes the Keras model a different function from the torch model it was
+    ported from, so the keras->torch figure is measured on other weights.
+    """
     keras = import_keras()
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n),
                                rng.normal(0, 0.1, n), rng.uniform(0.5, 1.5, n)])
+        elif layer.weights:
+            arrays = layer.get_weights()
+            scale = rng.uniform(0.5, 1.5, arrays[0].shape[-1]).astype(np.float32)
+            layer.set_weights([a * scale for a in arrays])
 
 
 def _torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
@@ -85,13 +94,12 @@ def check(name: str, num_classes: int = 10, batch: int = 4, seed: int = 0, **opt
     params = {"torch": count_params(tm, "torch"), "keras": count_params(km, "keras")}
     flops = {"torch": torch_flops(tm, size), "keras": keras_flops(km)}
     scale = float(np.max(np.abs(ref)))
-
     del tm
 
-    # keras -> torch: the Keras model above, with new BatchNorm values, into a fresh torch model
-    # (from another seed), so every torch weight must be written by the porter for the logits to agree.
+    # keras -> torch: the Keras model above, perturbed, into a fresh torch model (from another
+    # seed), so every torch weight must be written by the porter for the logits to agree.
     torch.manual_seed(seed + 1)
-    _randomise_keras_bn(km, rng)
+    _perturb_keras(km, rng)
     tm = port.keras_to_torch(km, create_model(name, "torch", num_classes, **options))
     ref = _keras_logits(km, x)
     d_kt = float(np.max(np.abs(ref - _torch_logits(tm, x))))
