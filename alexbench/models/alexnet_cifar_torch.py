@@ -1,9 +1,8 @@
 """AlexNet adapted to 32x32 CIFAR images without upscaling, PyTorch side.
 
 This keeps AlexNet's family shape: five convolutions, pooling after conv1, conv2 and
-conv5, then three dense layers fc6-fc7-fc8 with dropout. The changes are only the
-ones that a 32x32 input forces, and each is chosen so the network trains in minutes
-on a CPU:
+conv5, then three dense layers fc6-fc7-fc8 with dropout. The changes follow from the
+32x32 input and from the goal of training in minutes on a CPU:
 
 - Stride 1 and 3x3 kernels everywhere (AlexNet: 11x11/4 and 5x5). On ImageNet,
   11x11/4 turns 224 px into 55 px. On CIFAR it would turn 32 px into 8 px before
@@ -12,14 +11,14 @@ on a CPU:
   and they cost far fewer parameters and FLOPs.
 - BatchNorm after every convolution, where AlexNet had LRN after conv1 and conv2
   only. BN is what lets five convolutions train from scratch at a high learning rate
-  in a few epochs. LRN gives no such benefit. Convolutions followed by BN have no
-  bias, because BN's beta plays that part.
+  in a few epochs. LRN adds little (Simonyan and Zisserman 2015 found no gain from
+  it). Convolutions followed by BN have no bias, because BN's beta plays that part.
 - Three 2x2/2 max pools, at AlexNet's three pooling positions: 32 -> 16 -> 8 -> 4.
   AlexNet's overlapping 3x3/2 pools would give 15 -> 7 -> 3 here and discard the
   border rows. Three halvings leave a 4x4x256 map, so fc6 sees 4096 features.
-- fc6 and fc7 have 1024 units, not 4096. A 4096x4096 fc7 would be 17M weights for
-  ten classes, more than the whole rest of the model. 1024 keeps the three-layer
-  classifier shape at a size that 50k images can fit.
+- fc6 and fc7 have 1024 units, not 4096. With 4096 units they would hold 34M
+  weights, about fifteen times the 2.25M in all five convolutions. 1024 keeps the
+  three-layer classifier at a size that 50k images can fit.
 - ``channels`` (from the registry's ``width`` option, rounded to multiples of 8)
   scales the convolutions only. Almost all the FLOPs are there.
 
