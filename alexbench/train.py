@@ -316,6 +316,9 @@ def _loop(cfg: TrainConfig, out: Path, engine, stream: BatchStream, splits: Spli
                                     stats="") if bar else None
                 last_save = time.perf_counter()
                 t_epoch = time.perf_counter()
+                # the lr of the epoch's last step so far: a checkpoint taken after its final step
+                # resumes with no step left to run, and the epoch row still needs it
+                lr = lr_at(max(prog.global_step - 1, 0), steps, cfg.epochs, cfg.optimizer.lr, cfg.schedule) * lr_scale
                 it = prefetch(stream.batches(epoch, prog.step))
                 t_wait = time.perf_counter()
                 for xb, yb in it:
