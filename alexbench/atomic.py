@@ -4,6 +4,10 @@ Every file alexbench writes goes through :func:`atomic_write` or :func:`atomic_p
 the data lands in a temporary file in the same directory, is fsynced, then renamed
 over the target, and the directory is fsynced. A crash or a full disk therefore
 leaves either the old file or the new one, never half of one.
+
+A temporary file is named ``.<target>.<host>-<pid>-<random><suffix>.tmp``. A writer
+killed mid-write (SIGKILL, OOM killer) cannot remove its own; the next atomic write
+into the same folder removes every such file whose writer, on this host, is gone.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import contextlib
 import errno
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from alexbench.errors import UserError
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "RunLock"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "remove_stale_temps", "RunLock"]
 
 
 def _umask() -> int:
@@ -40,6 +46,32 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+_TMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[a-z0-9_]{8}.*\.tmp$")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that dead writers on this host left in ``directory``."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP_NAME.match(entry.name)
+        if not m or m["host"] != _HOST:
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
 def _disk_error(path: Path, exc: OSError) -> UserError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return UserError(f"{path}: no space left on device; the previous file was kept")
@@ -56,8 +88,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=(suffix or target.suffix) + ".tmp",
-                                    dir=target.parent)
+    remove_stale_temps(target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}-{os.getpid()}-",
+                                    suffix=(suffix or target.suffix) + ".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
