@@ -34,6 +34,9 @@ def save(run_dir: Path, name: str, framework: str, writer: Callable[[str], None]
         try:
             os.link(target, link_tmp)
             os.replace(link_tmp, prev)
+            # if prev already was this same file (a crash came between the previous link and its new
+            # target), rename() of two names of one file does nothing (POSIX) and leaves link_tmp behind
+            link_tmp.unlink(missing_ok=True)
         except OSError:
             link_tmp.unlink(missing_ok=True)  # filesystems without hard links: keep going without .prev
     with atomic_path(target) as tmp:
