@@ -117,13 +117,79 @@ class Config:
     warm: dict | None = None  # the untimed first round's answer (tracing, compiling)
 
 
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) CPU-seconds over all CPUs since boot, from /proc/stat (Linux)."""
+    with open("/proc/stat") as fh:
+        vals = [int(v) for v in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(vals) - vals[3] - vals[4]) / hz, sum(vals) / hz
+
+
+class Machine:
+    """Watches how much CPU *other* processes take, and waits (a bounded time) for quiet.
+
+    On a shared machine another job can take a core for minutes. Before each timed
+    block, while all our workers are idle, the machine is sampled for ``sample``
+    seconds; if others keep more than ``threshold`` of all CPUs busy, it waits (at most
+    ``max_wait`` seconds per block and ``budget`` seconds per run), then measures anyway.
+    During each block, the CPU time of everything except the measured worker is recorded
+    as ``others_cpu_share``, so contended blocks are visible in the results.
+    """
+
+    def __init__(self, threshold: float = 0.25, sample: float = 0.5, max_wait: float = 10.0,
+                 budget: float = 120.0) -> None:
+        self.threshold, self.sample, self.max_wait, self.budget = threshold, sample, max_wait, budget
+        self.waited_total = 0.0
+        self.others_shares: list[float] = []  # one per timed block
+        self.ncpu = os.cpu_count() or 1
+        try:
+            _cpu_times()
+            self.available = True
+        except (OSError, ValueError, IndexError):
+            self.available = False
+
+    def busy_now(self) -> float | None:
+        if not self.available:
+            return None
+        b0, t0 = _cpu_times()
+        time.sleep(self.sample)
+        b1, t1 = _cpu_times()
+        return (b1 - b0) / max(t1 - t0, 1e-9)
+
+    def wait_quiet(self) -> dict:
+        busy = self.busy_now()
+        waited = 0.0
+        while (busy is not None and busy > self.threshold and waited < self.max_wait
+               and self.waited_total < self.budget):
+            time.sleep(1.0)
+            waited += 1.0 + self.sample
+            self.waited_total += 1.0 + self.sample
+            busy = self.busy_now()
+        return {"others_busy_before": busy, "waited_seconds": waited}
+
+    def measure(self, worker: "Worker", op: dict) -> dict:
+        gate = self.wait_quiet()
+        b0 = _cpu_times()[0] if self.available else 0.0
+        t0 = time.perf_counter()
+        res = worker.call(op)
+        wall = time.perf_counter() - t0
+        res.update(gate)
+        res["call_wall_seconds"] = wall
+        if self.available and "cpu_seconds" in res:
+            others = (_cpu_times()[0] - b0) - res["cpu_seconds"]
+            res["others_cpu_share"] = max(0.0, others) / (wall * self.ncpu)
+            self.others_shares.append(res["others_cpu_share"])
+        return res
+
+
 def interleave(configs: list[Config], rounds: int, warm_round: dict | None = None,
-               log: Callable[[str], None] = print) -> None:
+               log: Callable[[str], None] = print, machine: Machine | None = None) -> None:
     """Run ``rounds`` rounds; in each, every config runs its timed block once, in order.
 
     ``warm_round`` (merged into each op) is an untimed first round that absorbs
     tracing, compiling and first-touch allocation; its answer is kept in ``config.warm``.
     """
+    machine = machine or Machine()
     for c in configs:
         c.worker.wait_ready()
     if warm_round is not None:
@@ -134,12 +200,15 @@ def interleave(configs: list[Config], rounds: int, warm_round: dict | None = Non
             log(f"  warm-up  {c.label:<34s} {time.perf_counter() - t0:6.1f}s")
     for r in range(rounds):
         for c in configs:
-            res = c.worker.call(c.op)
+            res = machine.measure(c.worker, c.op)
             c.results.append(res)
             extra = f"{res['ips']:8.1f} img/s" if "ips" in res else ""
             if "flops" in res:
                 extra = f"{res['flops'] / 1e9:8.0f} GFLOP/s"
-            log(f"  round {r + 1}  {c.label:<34s} {extra}")
+            others = res.get("others_cpu_share")
+            note = f"  (others {100 * others:3.0f}% CPU" if others is not None else "  ("
+            note += f", waited {res['waited_seconds']:.0f}s)" if res.get("waited_seconds") else ")"
+            log(f"  round {r + 1}  {c.label:<34s} {extra}{note}")
 
 
 def median(values: list[float]) -> float:
@@ -159,6 +228,8 @@ def paired_ratio(a: Config, b: Config, key: str = "ips") -> dict[str, Any]:
 
 
 def summary(c: Config, key: str = "ips") -> dict[str, Any]:
+    """Median, range and per-round values of one figure, with the median CPU share others took meanwhile."""
     vals = [r[key] for r in c.results]
     lo, hi = spread(vals)
-    return {"median": median(vals), "min": lo, "max": hi, "rounds": vals}
+    others = [r.get("others_cpu_share") for r in c.results]
+    return {"median": median(vals), "min": lo, "max": hi, "rounds": vals, "others_cpu_share_median": median(others)}

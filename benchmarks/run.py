@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import REPO, BenchError, Config, Worker, interleave, median, paired_ratio, summary
+from benchmarks.harness import (REPO, BenchError, Config, Machine, Worker, interleave, median, paired_ratio,
+                                summary)
 from benchmarks.mfu import mfu, training_flops
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -47,20 +48,22 @@ GOALS = {"torch_224_speedup": 2.5, "keras_224_speedup": 1.8, "mfu_torch": 0.80, 
 
 @dataclass
 class Settings:
-    """How much to measure. ``full`` keeps the suite under ~12 minutes on 2 cores; ``quick`` is a smoke run."""
+    """How much to measure. ``full`` aims at ~12 minutes on a quiet 2-core CPU; ``quick`` is a smoke run."""
 
     name: str
-    rounds: int
-    warm_224: int
-    steps_224: int
+    rounds: int  # headline comparisons (224-px speed-ups, alexnet_cifar img/s, MFU, eval)
+    rounds_fast_paths: int  # fast paths on/off
+    warm_224: int  # untimed steps at the start of every block
+    steps_224: int  # timed steps per block
     warm_cifar: int
     steps_cifar: int
+    steps_fast_paths: int
     eval_images: int
     gemm_reps: int
     gemm_sizes: tuple[int, ...]
-    train_images: int  # images the workers draw batches from
+    train_images: int  # images the workers draw batches from (a seeded, shuffled slice)
     test_images: int
-    slow_paths: bool  # torch.compile and XLA (each compiles for a minute or more)
+    slow_paths: bool  # torch.compile and XLA (torch.compile alone compiles for about a minute)
     profile_steps: int
     trainruns: list[dict] = field(default_factory=list)
 
@@ -79,21 +82,24 @@ def _trainruns(full: bool) -> list[dict]:
     if full:
         for model, bs in (("alexnet2012", 64), ("vgg16", 32)):
             for fw in ("torch", "keras"):
+                # two steps and 100 test images: enough for the peak of a training step, not of a
+                # batch-500 evaluation at 224 px (the table shows the evaluation batch)
                 runs.append({"model": model, "framework": fw, "epochs": 1, "batch_size": bs, "eval_batch_size": 500,
-                             "max_train_images": 4 * bs, "val_fraction": 0.0, "max_test_images": 500})
+                             "max_train_images": 2 * bs, "val_fraction": 0.0, "max_test_images": 100})
     return runs
 
 
-FULL = Settings("full", rounds=3, warm_224=2, steps_224=8, warm_cifar=2, steps_cifar=8, eval_images=5000,
-                gemm_reps=5, gemm_sizes=(2048, 4096), train_images=12800, test_images=10000, slow_paths=True,
-                profile_steps=3, trainruns=_trainruns(True))
-QUICK = Settings("quick", rounds=1, warm_224=1, steps_224=2, warm_cifar=1, steps_cifar=3, eval_images=1000,
-                 gemm_reps=3, gemm_sizes=(2048,), train_images=2560, test_images=1000, slow_paths=False,
-                 profile_steps=2, trainruns=_trainruns(False))
+FULL = Settings("full", rounds=5, rounds_fast_paths=3, warm_224=1, steps_224=5, warm_cifar=2, steps_cifar=6,
+                steps_fast_paths=4, eval_images=5000, gemm_reps=5, gemm_sizes=(2048, 4096), train_images=12800,
+                test_images=10000, slow_paths=True, profile_steps=3, trainruns=_trainruns(True))
+QUICK = Settings("quick", rounds=1, rounds_fast_paths=1, warm_224=1, steps_224=2, warm_cifar=1, steps_cifar=3,
+                 steps_fast_paths=2, eval_images=1000, gemm_reps=3, gemm_sizes=(2048,), train_images=2560,
+                 test_images=1000, slow_paths=False, profile_steps=2, trainruns=_trainruns(False))
+_T0 = time.perf_counter()
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(f"[{(time.perf_counter() - _T0) / 60:5.1f} min] {msg}", file=sys.stderr, flush=True)
 
 
 # -- machine, versions, data -----------------------------------------------------------------
@@ -157,17 +163,23 @@ def prepare_data(source: str | None, s: Settings, work: Path) -> dict:
                 "error": f"{type(exc).__name__}: {exc}"}
     data_dir = work / "arrays"
     data_dir.mkdir(parents=True, exist_ok=True)
-    np.save(data_dir / "x_train.npy", np.ascontiguousarray(x_tr[: s.train_images]))
-    np.save(data_dir / "y_train.npy", np.asarray(y_tr[: s.train_images], np.int64))
-    np.save(data_dir / "x_test.npy", np.ascontiguousarray(x_te[: s.test_images]))
-    np.save(data_dir / "y_test.npy", np.asarray(y_te[: s.test_images], np.int64))
+    # a seeded, shuffled slice: image folders list the images class by class
+    rng = np.random.default_rng(0)
+    tr = np.sort(rng.permutation(len(y_tr))[: s.train_images])
+    te = np.sort(rng.permutation(len(y_te))[: s.test_images])
+    np.save(data_dir / "x_train.npy", np.ascontiguousarray(x_tr[tr]))
+    np.save(data_dir / "y_train.npy", np.asarray(y_tr[tr], np.int64))
+    np.save(data_dir / "x_test.npy", np.ascontiguousarray(x_te[te]))
+    np.save(data_dir / "y_test.npy", np.asarray(y_te[te], np.int64))
+    desc["num_classes"] = int(max(int(y_tr.max()), int(y_te.max())) + 1)
     desc.update({"benchmark_train_images": int(min(s.train_images, len(y_tr))),
                  "benchmark_test_images": int(min(s.test_images, len(y_te))), "dir": str(data_dir)})
     return desc
 
 
-def engine_spec(data_dir: str, **cfg: Any) -> dict:
-    return {"kind": "engine", "data_dir": data_dir, "config": {"seed": 0, **cfg}, "lr": 1e-3}
+def engine_spec(data: dict, **cfg: Any) -> dict:
+    return {"kind": "engine", "data_dir": data["dir"], "num_classes": data["num_classes"],
+            "config": {"seed": 0, **cfg}, "lr": 1e-3}
 
 
 # -- the groups ------------------------------------------------------------------------------
@@ -197,15 +209,18 @@ def _train_op(steps: int, warm: int, **extra: Any) -> dict:
     return {"op": "train", "steps": steps, "warmup": warm, **extra}
 
 
-def group_224(framework: str, s: Settings, data: dict, log_dir: Path) -> dict:
+def group_224(framework: str, s: Settings, data: dict, log_dir: Path, machine: Machine) -> dict:
     """alexnet at 224 px, batch 64: alexbench engine (default fast paths, and fp32) vs the plain loop."""
     log(f"[{framework} alexnet 224px] engine vs plain {'PyTorch loop' if framework == 'torch' else 'model.fit'}")
     g = Group(log_dir)
     d = data["dir"]
     try:
         base = {"model": "alexnet", "framework": framework, "batch_size": 64}
-        eng = g.add(f"{framework}224-engine", engine_spec(d, **base))
-        eng32 = g.add(f"{framework}224-engine-fp32", engine_spec(d, **base, precision="fp32"))
+        eng = g.add(f"{framework}224-engine", engine_spec(data, **base))
+        # the fp32 engine splits torch's gain into data path vs bf16 (keras: see the alexnet_cifar fast paths;
+        # a third 3-GB Keras process would also crowd a shared 24 GB machine)
+        eng32 = g.add(f"{framework}224-engine-fp32", engine_spec(data, **base, precision="fp32")) \
+            if framework == "torch" else None
         if framework == "torch":
             plain = g.add("torch224-plain", {"kind": "plain_torch", "data_dir": d, "batch_size": 64,
                                              "num_workers": 2})
@@ -214,16 +229,16 @@ def group_224(framework: str, s: Settings, data: dict, log_dir: Path) -> dict:
                                              "batches": s.warm_224 + s.steps_224})
         setup = g.ready()
         op = _train_op(s.steps_224, s.warm_224)
-        cfgs = [Config("engine (default: bf16 where native)", eng, op), Config("plain", plain, op),
-                Config("engine, precision=fp32", eng32, op)]
-        interleave(cfgs, s.rounds, warm_round={"steps": 1, "warmup": 1}, log=log)
-        e, p, e32 = cfgs
+        cfgs = [Config("engine (default: bf16 where native)", eng, op), Config("plain", plain, op)]
+        if eng32 is not None:
+            cfgs.append(Config("engine, precision=fp32", eng32, op))
+        interleave(cfgs, s.rounds, warm_round={"steps": 1, "warmup": 1}, log=log, machine=machine)
+        e, p = cfgs[:2]
+        e32 = cfgs[2] if eng32 is not None else None
         step = median([r["step_seconds_median"] for r in e.results])
         prep = eng.call({"op": "prep", "batches": 4})["seconds_per_batch"]
         out = {
-            "engine": summary(e), "plain": summary(p), "engine_fp32": summary(e32),
-            "speedup": paired_ratio(e, p), "speedup_fp32_engine": paired_ratio(e32, p),
-            "bf16_over_fp32": paired_ratio(e, e32),
+            "engine": summary(e), "plain": summary(p), "speedup": paired_ratio(e, p),
             "engine_data_share": median([r["data_share"] for r in e.results]),
             "engine_prep_seconds_per_batch": prep, "engine_step_seconds": step,
             "engine_prep_share": prep / step,
@@ -231,6 +246,9 @@ def group_224(framework: str, s: Settings, data: dict, log_dir: Path) -> dict:
             "setup_seconds": {k: v["setup_seconds"] for k, v in setup.items()},
             "max_rss_bytes": {c.label: c.results[-1]["max_rss_bytes"] for c in cfgs},
         }
+        if e32 is not None:
+            out.update({"engine_fp32": summary(e32), "speedup_fp32_engine": paired_ratio(e32, p),
+                        "bf16_over_fp32": paired_ratio(e, e32)})
         goal = GOALS[f"{framework}_224_speedup"]
         if out["speedup"]["median"] < goal:
             log("  goal missed: profiling the engine step")
@@ -240,71 +258,85 @@ def group_224(framework: str, s: Settings, data: dict, log_dir: Path) -> dict:
         g.close()
 
 
-def group_cifar(s: Settings, data: dict, log_dir: Path) -> dict:
-    """alexnet_cifar, batch 256: both engines, the GEMM peak, evaluation, and the fast paths on/off."""
+def group_cifar(s: Settings, data: dict, log_dir: Path, machine: Machine) -> dict:
+    """alexnet_cifar, batch 256: both engines, the GEMM peak, evaluation, and the fast paths on/off.
+
+    Two interleaved passes over the same workers: the headline figures (img/s, MFU with the
+    GEMM peak of the same round, evaluation) get more rounds; the fast paths get fewer,
+    each variant paired with its default from the same round.
+    """
     log("[alexnet_cifar 32px] both engines, GEMM peak, eval, fast paths")
     from alexbench.models import flops_per_image
 
     fwd = flops_per_image("alexnet_cifar", 10)
     g = Group(log_dir)
-    d = data["dir"]
     base = {"model": "alexnet_cifar", "batch_size": 256}
     try:
-        t = g.add("torch-default", engine_spec(d, framework="torch", **base))
-        k = g.add("keras-default", engine_spec(d, framework="keras", **base))
+        t = g.add("torch-default", engine_spec(data, framework="torch", **base))
+        k = g.add("keras-default", engine_spec(data, framework="keras", **base))
         gemm = g.add("gemm", {"kind": "gemm", "sizes": list(s.gemm_sizes), "reps": s.gemm_reps})
-        t32 = g.add("torch-fp32", engine_spec(d, framework="torch", precision="fp32", **base))
-        tncl = g.add("torch-no-channels-last", engine_spec(d, framework="torch", channels_last=False, **base))
-        k32 = g.add("keras-fp32", engine_spec(d, framework="keras", precision="fp32", **base))
+        t32 = g.add("torch-fp32", engine_spec(data, framework="torch", precision="fp32", **base))
+        tncl = g.add("torch-no-channels-last", engine_spec(data, framework="torch", channels_last=False, **base))
+        k32 = g.add("keras-fp32", engine_spec(data, framework="keras", precision="fp32", **base))
         if s.slow_paths:
-            tc = g.add("torch-compile", engine_spec(d, framework="torch", compile=True, **base))
-            kx = g.add("keras-xla", engine_spec(d, framework="keras", compile=True, **base))
+            tc = g.add("torch-compile", engine_spec(data, framework="torch", compile=True, **base))
+            kx = g.add("keras-xla", engine_spec(data, framework="keras", compile=True, **base))
         setup = g.ready()
         op = _train_op(s.steps_cifar, s.warm_cifar)
         eval_op = {"op": "eval", "images": s.eval_images, "batch": 500}
-        cfgs = {
+        warm = {"steps": 1, "warmup": 1, "images": 500}
+        head = {
             "torch": Config("torch (default)", t, op),
             "gemm": Config("bf16 GEMM", gemm, {"op": "gemm"}),
             "keras": Config("keras (default)", k, op),
-            "torch_fp32": Config("torch precision=fp32", t32, op),
-            "torch_no_cl": Config("torch channels_last=false", tncl, op),
-            "torch_no_prefetch": Config("torch, prefetch off", t, {**op, "prefetch": False}),
-            "keras_fp32": Config("keras precision=fp32", k32, op),
             "torch_eval": Config("torch eval", t, eval_op),
             "keras_eval": Config("keras eval", k, eval_op),
         }
+        log(" headline pass")
+        interleave(list(head.values()), s.rounds, warm_round=warm, log=log, machine=machine)
+        fop = _train_op(s.steps_fast_paths, s.warm_cifar)
+        fp = {
+            "torch": Config("torch (default)", t, fop),
+            "torch_fp32": Config("torch precision=fp32", t32, fop),
+            "torch_no_cl": Config("torch channels_last=false", tncl, fop),
+            "torch_no_prefetch": Config("torch, prefetch off", t, {**fop, "prefetch": False}),
+            "keras": Config("keras (default)", k, fop),
+            "keras_fp32": Config("keras precision=fp32", k32, fop),
+        }
         if s.slow_paths:
-            cfgs["torch_compile"] = Config("torch compile=true", tc, op)
-            cfgs["keras_xla"] = Config("keras compile=true (XLA)", kx, op)
-        warm = {"steps": 1, "warmup": 1, "images": 500}
-        interleave(list(cfgs.values()), s.rounds, warm_round=warm, log=log)
-        c = cfgs
-        gemm_fp32 = c["gemm"].worker.call({"op": "gemm", "fp32": True})
-        peaks = [r["flops"] for r in c["gemm"].results]
-        out: dict[str, Any] = {"forward_flops_per_image": fwd, "gemm_bf16": summary(c["gemm"], "flops"),
+            fp["torch_compile"] = Config("torch compile=true", tc, fop)
+            fp["keras_xla"] = Config("keras compile=true (XLA)", kx, fop)
+        log(" fast-path pass")
+        interleave(list(fp.values()), s.rounds_fast_paths, warm_round=warm, log=log, machine=machine)
+        gemm_fp32 = gemm.call({"op": "gemm", "fp32": True})
+        peaks = [r["flops"] for r in head["gemm"].results]
+        out: dict[str, Any] = {"forward_flops_per_image": fwd, "gemm_bf16": summary(head["gemm"], "flops"),
                                "gemm_last_with_fp32": gemm_fp32,
                                "setup_seconds": {k_: v["setup_seconds"] for k_, v in setup.items()}}
         for fw in ("torch", "keras"):
-            res = c[fw].results
+            res = head[fw].results
             mfus = [mfu(r["ips"], fwd, peak) for r, peak in zip(res, peaks)]
-            out[fw] = {"train": summary(c[fw]), "mfu": {"median": median(mfus), "rounds": mfus},
+            out[fw] = {"train": summary(head[fw]), "mfu": {"median": median(mfus), "rounds": mfus},
                        "training_flops": median([training_flops(r["ips"], fwd) for r in res]),
                        "data_share": median([r["data_share"] for r in res]),
                        "step_seconds": median([r["step_seconds_median"] for r in res]),
-                       "eval": summary(c[f"{fw}_eval"]), "max_rss_bytes": res[-1]["max_rss_bytes"]}
-        fast = {
-            "torch bf16 vs fp32": (c["torch"], c["torch_fp32"], "precision=auto (bf16)", "fp32"),
-            "torch channels_last on vs off": (c["torch"], c["torch_no_cl"], "channels_last=true", "false"),
-            "torch prefetch on vs off": (c["torch"], c["torch_no_prefetch"], "prefetch thread", "inline"),
-            "keras bf16 vs fp32": (c["keras"], c["keras_fp32"], "precision=auto (mixed_bfloat16)", "float32"),
+                       "eval": summary(head[f"{fw}_eval"]), "max_rss_bytes": res[-1]["max_rss_bytes"]}
+        pairs = {
+            "torch bf16 vs fp32": ("torch", "torch_fp32", "precision=auto (bf16)", "fp32"),
+            "torch channels_last on vs off": ("torch", "torch_no_cl", "channels_last=true", "false"),
+            "torch prefetch on vs off": ("torch", "torch_no_prefetch", "prefetch thread", "inline"),
+            "keras bf16 vs fp32": ("keras", "keras_fp32", "precision=auto (mixed_bfloat16)", "float32"),
         }
         if s.slow_paths:
-            fast["torch compile on vs off"] = (c["torch_compile"], c["torch"], "compile=true", "compile=false")
-            fast["keras XLA on vs off"] = (c["keras_xla"], c["keras"], "compile=true (XLA)", "compile=false")
+            pairs["torch compile on vs off"] = ("torch_compile", "torch", "compile=true", "compile=false")
+            pairs["keras XLA on vs off"] = ("keras_xla", "keras", "compile=true (XLA)", "compile=false")
         out["fast_paths"] = {}
-        for name, (on, off, on_label, off_label) in fast.items():
+        for name, (on_key, off_key, on_label, off_label) in pairs.items():
+            on, off = fp[on_key], fp[off_key]
             entry = {"on": on_label, "off": off_label, "on_ips": summary(on)["median"],
-                     "off_ips": summary(off)["median"], "speedup": paired_ratio(on, off)}
+                     "off_ips": summary(off)["median"], "speedup": paired_ratio(on, off),
+                     "others_cpu_share_median": median([summary(on)["others_cpu_share_median"],
+                                                        summary(off)["others_cpu_share_median"]])}
             if on.warm and on.warm.get("first_step_seconds") is not None:
                 entry["on_first_step_seconds"] = on.warm["first_step_seconds"]
                 entry["off_first_step_seconds"] = (off.warm or {}).get("first_step_seconds")
@@ -312,7 +344,7 @@ def group_cifar(s: Settings, data: dict, log_dir: Path) -> dict:
         stream = t.call({"op": "stream", "batches": 20})["seconds_per_batch"]
         out["stream_seconds_per_batch"] = stream
         out["stream_share_if_inline"] = {fw: stream / out[fw]["step_seconds"] for fw in ("torch", "keras")}
-        log("  profiling one step of each engine")
+        log("  profiling training steps of each engine")
         out["torch"]["profile"] = t.call({"op": "profile", "steps": s.profile_steps})
         out["keras"]["profile"] = k.call({"op": "profile", "steps": s.profile_steps})
         return out
@@ -394,7 +426,7 @@ def build_tables(res: dict) -> dict[str, list[list[str]]]:
     for key, label in (("engine", "alexnet 224 b64: engine, default (img/s)"),
                        ("engine_fp32", "alexnet 224 b64: engine, fp32 (img/s)"),
                        ("plain", "alexnet 224 b64: plain loop / model.fit, fp32 (img/s)")):
-        speed.append([label] + [f"{res[f'{fw}_224'][key]['median']:.1f}" if res.get(f"{fw}_224") else "-"
+        speed.append([label] + [f"{res[f'{fw}_224'][key]['median']:.1f}" if key in res.get(f"{fw}_224", {}) else "-"
                                 for fw in ("torch", "keras")])
     if c:
         speed.append(["alexnet_cifar b256: training (img/s)"] + [f"{c[fw]['train']['median']:.0f}"
@@ -422,17 +454,18 @@ def build_tables(res: dict) -> dict[str, list[list[str]]]:
                        f"{e['speedup']['median']:.2f}x", first])
         for fw in ("torch", "keras"):
             g = res.get(f"{fw}_224")
-            if g:
+            if g and "bf16_over_fp32" in g:
                 fp.append([f"{fw} alexnet 224: bf16 vs fp32 engine", f"{g['engine']['median']:.1f}",
                            f"{g['engine_fp32']['median']:.1f}", f"{g['bf16_over_fp32']['median']:.2f}x", ""])
         tables["fast_paths"] = fp
 
     if runs:
-        rss = [["model", "framework", "batch", "train imgs / test imgs", "peak RSS (GiB)", "train img/s",
-                "eval img/s", "data share"]]
+        rss = [["model", "framework", "batch / eval batch", "train imgs / test imgs", "peak RSS (GiB)",
+                "train img/s", "eval img/s", "data share"]]
         for r in runs:
             ips = r["images_per_second"]
-            rss.append([r["model"], r["framework"], str(r["config"]["batch_size"]),
+            eval_bs = min(r["config"].get("eval_batch_size", 500), r["test_images"])
+            rss.append([r["model"], r["framework"], f"{r['config']['batch_size']} / {eval_bs}",
                         f"{r['train_images']} / {r['test_images']}", f"{r['peak_rss_bytes'] / 2 ** 30:.2f}",
                         f"{ips:.0f}" if ips else "n/a", f"{r['eval_images_per_second']:.0f}", _pct(r["data_share"])])
         tables["train_runs"] = rss
@@ -508,12 +541,17 @@ def main(argv: list[str] | None = None) -> int:
         res["data"] = prepare_data(args.data, s, work)
         log(f"data: {res['data']['name']} ({res['data']['benchmark_train_images']} train / "
             f"{res['data']['benchmark_test_images']} test images used by the workers)")
+        machine = Machine()
         if "torch_224" in parts:
-            res["torch_224"] = group_224("torch", s, res["data"], log_dir)
+            res["torch_224"] = group_224("torch", s, res["data"], log_dir, machine)
         if "keras_224" in parts:
-            res["keras_224"] = group_224("keras", s, res["data"], log_dir)
+            res["keras_224"] = group_224("keras", s, res["data"], log_dir, machine)
         if "cifar" in parts:
-            res["cifar"] = group_cifar(s, res["data"], log_dir)
+            res["cifar"] = group_cifar(s, res["data"], log_dir, machine)
+        res["quiet_wait_seconds"] = machine.waited_total
+        res["others_cpu_share_blocks"] = {"median": median(machine.others_shares),
+                                          "max": max(machine.others_shares, default=float("nan")),
+                                          "blocks": len(machine.others_shares)}
         if "train_runs" in parts:
             res["train_runs"] = train_runs(s, args.data if not res["data"]["random"] else None, work)
     except BenchError as exc:
@@ -524,9 +562,11 @@ def main(argv: list[str] | None = None) -> int:
     res["total_seconds"] = time.perf_counter() - t_start
     tables = build_tables(res)
     res["tables"] = tables
+    load = res.get("others_cpu_share_blocks", {})
     header = (f"alexbench benchmarks, {res['started']}, {s.name} settings: {res['machine'].get('cpu')}, "
               f"{res['machine'].get('cpus_usable')} cores ({', '.join(res['machine'].get('bf16_flags', []))}); "
-              f"data: {res.get('data', {}).get('name')}; {res['total_seconds'] / 60:.1f} min")
+              f"data: {res.get('data', {}).get('name')}; {res['total_seconds'] / 60:.1f} min; other processes "
+              f"took {_pct(load.get('median'))} of the CPUs in the median timed block (max {_pct(load.get('max'))})")
     print(header)
     print(render(tables, markdown=False))
     out_path.write_text(json.dumps(res, indent=1, default=str))

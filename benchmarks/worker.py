@@ -30,6 +30,15 @@ def load_arrays(data_dir: str, mmap: bool = True) -> dict[str, np.ndarray]:
             for name in ("x_train", "y_train", "x_test", "y_test")}
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def max_rss_bytes() -> int:
     import resource
 
@@ -56,7 +65,7 @@ class EngineTarget:
         self.y_test = np.ascontiguousarray(arrays["y_test"])
         input_size = self.cfg.input_size or MODELS[self.cfg.model].input_size
         self.norm = normalization(pick_normalization(self.cfg), self.x)
-        self.engine = make_engine(self.cfg, int(self.y.max()) + 1, self.norm, input_size)
+        self.engine = make_engine(self.cfg, int(spec.get("num_classes", 10)), self.norm, input_size)
         self.engine.build()
         a = self.cfg.augment
         self.stream = BatchStream(self.x, self.y, self.cfg.batch_size, self.cfg.seed, augment=a.enabled,
@@ -195,11 +204,13 @@ def main() -> int:
         op = req.pop("op")
         if op == "exit":
             break
+        cpu0 = cpu_seconds()
         try:
             out = getattr(target, f"op_{op}")(**req)
         except BaseException as exc:  # noqa: BLE001
             reply({"error": f"{op} failed: {type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
             continue
+        out["cpu_seconds"] = cpu_seconds() - cpu0  # this process and its reaped children (DataLoader workers)
         reply(out)
     return 0
 

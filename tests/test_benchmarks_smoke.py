@@ -11,7 +11,7 @@ import numpy as np
 
 
 def test_worker_rounds_and_tables(tmp_path):
-    from benchmarks.harness import Config, Worker, interleave, paired_ratio, summary
+    from benchmarks.harness import Config, Machine, Worker, interleave, paired_ratio, summary
     from benchmarks.run import build_tables, render
 
     rng = np.random.default_rng(0)
@@ -31,9 +31,11 @@ def test_worker_rounds_and_tables(tmp_path):
         train = Config("engine", eng, {"op": "train", "steps": 2, "warmup": 1})
         no_prefetch = Config("engine, no prefetch", eng, {"op": "train", "steps": 2, "warmup": 1, "prefetch": False})
         peak = Config("gemm", gemm, {"op": "gemm"})
-        interleave([train, no_prefetch, peak], rounds=1, warm_round={"steps": 1, "warmup": 0}, log=lambda m: None)
+        interleave([train, no_prefetch, peak], rounds=1, warm_round={"steps": 1, "warmup": 0}, log=lambda m: None,
+                   machine=Machine(max_wait=0.0))  # no waiting for a quiet machine in a test
         assert train.results[0]["images"] == 32 and train.results[0]["ips"] > 0
         assert 0.0 <= train.results[0]["data_share"] <= 1.0
+        assert train.results[0]["cpu_seconds"] > 0
         assert peak.results[0]["flops"] > 0
         assert paired_ratio(train, no_prefetch)["median"] > 0
         assert summary(peak, "flops")["median"] == peak.results[0]["flops"]
