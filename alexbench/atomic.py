@@ -103,8 +103,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _disk_error(target, exc) from exc
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        # some writers turn a failed write into another error (torch.save: RuntimeError "unexpected
+        # pos"); the OSError of the full disk is then its context
+        ctx = exc.__context__
+        if isinstance(exc, Exception) and isinstance(ctx, OSError) and ctx.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_error(target, ctx) from exc
         raise
 
 
