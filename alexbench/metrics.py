@@ -7,7 +7,7 @@ scikit-learn; the accuracy interval is Wilson's (:mod:`alexbench.stats`, through
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from alexbench.stats import per_class_from_confusion, wilson_interval
 
@@ -25,7 +25,11 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     per_class = per_class_from_confusion(cm)
     prec, rec, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     k = min(5, n_classes)
-    top5 = float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if n_classes > 2 else float(correct / n)
+    # Top-k hit: fewer than k classes score strictly higher than the true one. Ties count in the true
+    # class's favour, as arg-max does (scikit-learn's top_k_accuracy_score may drop a tied arg-max
+    # from its top k, giving top-5 < top-1 on ties).
+    true_score = probs[np.arange(n), y_true][:, None] if n else np.zeros((0, 1))
+    top5 = float(((probs > true_score).sum(1) < k).mean()) if n else 0.0
     return {
         "n": n,
         "accuracy": correct / n if n else 0.0,

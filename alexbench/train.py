@@ -482,7 +482,7 @@ def train_command(args) -> int:  # noqa: ANN001
 def evaluate_checkpoint(target: str, data: str | None = None) -> dict:
     """Evaluate a run folder's best (else last) checkpoint, or a checkpoint file, on a source's test set."""
     from alexbench.config import load_yaml
-    from alexbench.engines import make_engine
+    from alexbench.engines import make_engine, read_checkpoint
     from alexbench.models import MODELS
 
     p = Path(target)
@@ -503,6 +503,7 @@ def evaluate_checkpoint(target: str, data: str | None = None) -> dict:
     cfg = validate(load_yaml(cfg_path), str(cfg_path))
     if ck.suffix != ckpt.EXT[cfg.framework]:
         raise UserError(f"{ck}: expected a {cfg.framework} checkpoint ({ckpt.EXT[cfg.framework]})")
+    blob = read_checkpoint(cfg.framework, str(ck))  # refuse a bad or hostile file before decoding any data
     if data is None:
         import json
 
@@ -516,7 +517,7 @@ def evaluate_checkpoint(target: str, data: str | None = None) -> dict:
     engine = make_engine(cfg.model_copy(update={"pretrained": None}), len(splits.classes), norm,
                          cfg.input_size or spec.input_size)
     engine.build()
-    engine.load_weights_only(str(ck))
+    engine.load_weights_only(str(ck), blob)
     t0 = time.perf_counter()
     probs, loss = engine.predict(eval_batches(splits.x_test, splits.y_test, cfg.eval_batch_size))
     result = {"checkpoint": str(ck), "dataset": ds.describe(), "eval_seconds": time.perf_counter() - t0,

@@ -9,7 +9,7 @@ import numpy as np
 from alexbench.config import TrainConfig
 from alexbench.data.stream import Normalization
 
-__all__ = ["Engine", "make_engine"]
+__all__ = ["Engine", "make_engine", "read_checkpoint"]
 
 
 class Engine(Protocol):
@@ -32,7 +32,7 @@ class Engine(Protocol):
         """Eval mode over (x, y) batches; returns (probabilities N×C, mean loss)."""
     def save(self, path: str, meta: dict) -> None: ...
     def load(self, path: str) -> dict: ...
-    def load_weights_only(self, path: str) -> dict: ...
+    def load_weights_only(self, path: str, blob=None) -> dict: ...  # noqa: ANN001
 
 
 def make_engine(cfg: TrainConfig, num_classes: int, norm: Normalization, input_size: int) -> Engine:
@@ -43,3 +43,12 @@ def make_engine(cfg: TrainConfig, num_classes: int, norm: Normalization, input_s
     from alexbench.engines.keras_engine import KerasEngine
 
     return KerasEngine(cfg, num_classes, norm, input_size)
+
+
+def read_checkpoint(framework: str, path: str):  # noqa: ANN201 - dict (torch) or NpzFile (keras)
+    """Read a checkpoint file safely, without building a model, so a bad file is refused before any other work."""
+    if framework == "torch":
+        from alexbench.engines.torch_engine import read_checkpoint as read
+    else:
+        from alexbench.engines.keras_engine import read_checkpoint as read
+    return read(path)

@@ -220,16 +220,7 @@ class KerasEngine:
                      meta_json=np.array(json.dumps(meta)), **arrays)
 
     def _read(self, path: str):  # noqa: ANN202
-        try:
-            data = np.load(path, allow_pickle=False)
-            fmt = str(data["format"])
-        except FileNotFoundError:
-            raise UserError(f"{path}: checkpoint not found") from None
-        except Exception as exc:  # corrupt zip, pickled object arrays, missing keys
-            raise UserError(f"{path}: not a loadable alexbench keras checkpoint ({str(exc)[:200]})") from None
-        if fmt != _FORMAT:
-            raise UserError(f"{path}: not an alexbench keras checkpoint")
-        return data
+        return read_checkpoint(path)
 
     def _load_model_vars(self, path: str, data) -> None:  # noqa: ANN001
         names = [str(s) for s in data["variable_paths"]]
@@ -255,7 +246,22 @@ class KerasEngine:
         self._t.assign(int(data["opt_t"]))
         return json.loads(str(data["meta_json"]))
 
-    def load_weights_only(self, path: str) -> dict:
-        data = self._read(path)
+    def load_weights_only(self, path: str, data=None) -> dict:  # noqa: ANN001
+        """Load the model weights only; ``data`` is the file's content if :func:`read_checkpoint` read it already."""
+        data = self._read(path) if data is None else data
         self._load_model_vars(path, data)
         return json.loads(str(data["meta_json"]))
+
+
+def read_checkpoint(path: str):  # noqa: ANN201 - numpy NpzFile
+    """Open an alexbench keras checkpoint (an ``.npz`` read with ``allow_pickle=False``) and check its format."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        fmt = str(data["format"])
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # corrupt zip, pickled object arrays, missing keys
+        raise UserError(f"{path}: not a loadable alexbench keras checkpoint ({str(exc)[:200]})") from None
+    if fmt != _FORMAT:
+        raise UserError(f"{path}: not an alexbench keras checkpoint")
+    return data

@@ -183,17 +183,7 @@ class TorchEngine:
             torch.save(blob, fh)
 
     def _read(self, path: str) -> dict:
-        torch = self.torch
-        try:
-            blob = torch.load(path, map_location=self.device, weights_only=True)
-        except FileNotFoundError:
-            raise UserError(f"{path}: checkpoint not found") from None
-        except Exception as exc:  # unpickling refused (payload) or corrupt file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{path}: not a loadable alexbench checkpoint ({first[:200]})") from None
-        if not isinstance(blob, dict) or blob.get("format") != "alexbench-torch-checkpoint-v1":
-            raise UserError(f"{path}: not an alexbench torch checkpoint")
-        return blob
+        return read_checkpoint(path, map_location=self.device)
 
     def _load_model_state(self, path: str, state: dict) -> None:
         own = self.model.state_dict()
@@ -215,7 +205,23 @@ class TorchEngine:
             torch.cuda.set_rng_state_all(blob["cuda_rng"])
         return json.loads(blob["meta_json"])
 
-    def load_weights_only(self, path: str) -> dict:
-        blob = self._read(path)
+    def load_weights_only(self, path: str, blob: dict | None = None) -> dict:
+        """Load the model weights only; ``blob`` is the file's content if :func:`read_checkpoint` read it already."""
+        blob = self._read(path) if blob is None else blob
         self._load_model_state(path, blob["model"])
         return json.loads(blob["meta_json"])
+
+
+def read_checkpoint(path: str, map_location: str = "cpu") -> dict:
+    """Read an alexbench torch checkpoint with ``weights_only=True``: a payload is refused, never run."""
+    torch = import_torch()
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # unpickling refused (payload) or corrupt file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a loadable alexbench checkpoint ({first[:200]})") from None
+    if not isinstance(blob, dict) or blob.get("format") != "alexbench-torch-checkpoint-v1":
+        raise UserError(f"{path}: not an alexbench torch checkpoint")
+    return blob
