@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="quick")
     add_data_opts(r)
     r.add_argument("--weights-dir", default=None, help="folder with offline pretrained weight files")
+    r.add_argument("--seeds", default=None, metavar="N|a,b,...",
+                   help="run every entry with seeds 0..N-1 (or the listed ones) instead of the preset's")
     r.add_argument("--out", required=True)
     r.add_argument("--resume", action="store_true")
 

@@ -37,8 +37,23 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("alexbench") / "presets" / f"{name}.yaml"))
 
 
-def load_plan(preset: str, config_file: str | None = None, overrides: list[str] | None = None) -> tuple[dict, list[Entry]]:
-    """Read a preset (and optional config file applied to every entry); expand entries × seeds."""
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: ``N`` means seeds 0..N-1; ``a,b,c`` lists them."""
+    try:
+        seeds = [int(v) for v in text.split(",")] if "," in text else list(range(int(text)))
+    except ValueError:
+        raise UserError(f"--seeds: expected a count such as 3 or a list such as 0,1,2 (got {text!r})") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds: need at least one seed, none negative or repeated (got {text!r})")
+    return seeds
+
+
+def load_plan(preset: str, config_file: str | None = None, overrides: list[str] | None = None,
+              seeds: list[int] | None = None) -> tuple[dict, list[Entry]]:
+    """Read a preset (and optional config file applied to every entry); expand entries × seeds.
+
+    ``seeds`` replaces the preset's own list (the ``--seeds`` option).
+    """
     path = preset_path(preset)
     plan = load_yaml(path)
     unknown = set(plan) - {"name", "description", "defaults", "entries", "seeds"}
@@ -47,7 +62,7 @@ def load_plan(preset: str, config_file: str | None = None, overrides: list[str] 
     defaults = plan.get("defaults") or {}
     if config_file:
         defaults = deep_merge(defaults, load_yaml(config_file))
-    seeds = plan.get("seeds") or [defaults.get("seed", 0)]
+    seeds = seeds or plan.get("seeds") or [defaults.get("seed", 0)]
     entries: list[Entry] = []
     for i, raw in enumerate(plan.get("entries") or []):
         if not isinstance(raw, dict) or "model" not in raw or "framework" not in raw:
@@ -93,13 +108,14 @@ def _with_offline_weights(cfg: TrainConfig, weights_dir: str | None) -> TrainCon
 
 
 def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,  # noqa: ANN001
-        overrides: list[str] | None = None, weights_dir: str | None = None, resume: bool = False) -> dict:
+        overrides: list[str] | None = None, weights_dir: str | None = None, resume: bool = False,
+        seeds: list[int] | None = None) -> dict:
     from alexbench.data import Dataset, load_dataset
     from alexbench.models import WeightsUnavailable
     from alexbench.report import write_report
     from alexbench.train import train
 
-    plan, entries = load_plan(preset, config_file, overrides)
+    plan, entries = load_plan(preset, config_file, overrides, seeds)
     out = Path(out_dir)
     status_path = out / "run.json"
     with RunLock(out, ".alexbench-run.lock"):
@@ -176,7 +192,8 @@ def _drop_empty_run(run_dir: Path) -> None:
 
 def run_command(args) -> int:  # noqa: ANN001
     status = run(args.preset, args.out, data=args.data, config_file=args.config, overrides=args.overrides,
-                 weights_dir=args.weights_dir, resume=args.resume)
+                 weights_dir=args.weights_dir, resume=args.resume,
+                 seeds=parse_seeds(args.seeds) if args.seeds else None)
     out = Path(args.out)
     finished = [out / s for s, st in status["entries"].items() if st.get("status") == "finished"]
     if finished:

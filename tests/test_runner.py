@@ -8,7 +8,8 @@ import pytest
 
 import alexbench.train as train_mod
 from alexbench.errors import UserError
-from alexbench.runner import PRESETS, load_plan, run
+from alexbench.cli import main
+from alexbench.runner import PRESETS, load_plan, parse_seeds, run
 from conftest import synthetic_dataset
 
 TINY_PRESET = """
@@ -56,6 +57,21 @@ def test_unknown_preset_and_bad_entry(tmp_path):
     bad.write_text("entries:\n  - {model: alexnet_cifar, framework: torch, optimizer: {lr: -1}}\n")
     with pytest.raises(UserError, match=r"entries\[0\].*optimizer\.lr"):
         load_plan(str(bad))
+
+
+def test_seeds_option_expands_every_entry(tmp_path, capsys):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET)
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,7") == [4, 7]
+    _, entries = load_plan(str(preset), seeds=parse_seeds("2"))
+    assert [e.slug for e in entries][:2] == ["alexnet_cifar-torch-scratch-s0", "alexnet_cifar-torch-scratch-s1"]
+    assert len(entries) == 6 and {e.cfg.seed for e in entries} == {0, 1}
+    for bad in ("0", "x", "1,1", "-1,2"):
+        with pytest.raises(UserError, match="--seeds"):
+            parse_seeds(bad)
+    assert main(["run", "--preset", str(preset), "--seeds", "two", "--out", str(tmp_path / "o")]) == 2
+    assert "--seeds: expected a count" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.fixture
