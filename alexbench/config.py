@@ -73,7 +73,7 @@ class TrainConfig(_Strict):
     pretrained: Optional[str] = None  # None, "imagenet", or a weights path
     weights: Optional[str] = None  # offline file for pretrained="imagenet"
     model_options: dict[str, Any] = Field(default_factory=dict)
-    epochs: int = Field(16, gt=0, le=10000)
+    epochs: int = Field(24, gt=0, le=10000)
     batch_size: int = Field(256, gt=0, le=65536)
     eval_batch_size: int = Field(500, gt=0, le=65536)
     seed: int = Field(0, ge=0)

@@ -112,7 +112,7 @@ _register(ModelSpec(
     pretrained_norm={},
     description="AlexNet for 32x32 without upscaling: 3x3 stride-1 conv+BN 64-192-384-256-256, "
                 "3 pools, fc 1024-1024; width, dropout",
-    options={"dropout": 0.5, "width": 1.0},
+    options={"dropout": 0.25, "width": 1.0},
 ))
 _register(ModelSpec(
     name="vgg16",

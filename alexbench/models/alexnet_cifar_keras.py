@@ -30,7 +30,7 @@ def _conv_bn(x, i: int, c_in: int, c_out: int):
     return layers.ReLU(name=f"relu{i}")(x)
 
 
-def alexnet_cifar(num_classes: int = 10, dropout: float = 0.5,
+def alexnet_cifar(num_classes: int = 10, dropout: float = 0.25,
                   channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN) -> keras.Model:
     """AlexNet for CIFAR's 32x32x3 images as a Keras Functional model."""
     c1, c2, c3, c4, c5 = channels
