@@ -67,7 +67,8 @@ def test_second_run_and_second_train_refuse_then_stale_locks_are_taken_over(tmp_
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:
         run_lock, train_lock = out / ".alexbench-run.lock", out / SLUG / ".alexbench.lock"
-        wait_for(train_lock, first)  # the run holds its lock, and its first entry is training
+        # the run holds its locks and has reached its first training step, so it writes nothing more
+        wait_for(hold.with_suffix(".held"), first)
         assert run_lock.read_text().split() == [str(first.pid)]
         assert train_lock.read_text().split() == [str(first.pid)]
         listing = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
