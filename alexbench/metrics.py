@@ -28,8 +28,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     # Top-k hit: fewer than k classes score strictly higher than the true one. Ties count in the true
     # class's favour, as arg-max does (scikit-learn's top_k_accuracy_score may drop a tied arg-max
     # from its top k, giving top-5 < top-1 on ties).
-    true_score = probs[np.arange(n), y_true][:, None] if n else np.zeros((0, 1))
-    top5 = float(((probs > true_score).sum(1) < k).mean()) if n else 0.0
+    hits = (probs > probs[np.arange(n), y_true][:, None]).sum(1) < k
+    top5 = float(hits.mean()) if n else 0.0
     return {
         "n": n,
         "accuracy": correct / n if n else 0.0,
