@@ -9,12 +9,14 @@ temp file, fsync and rename. At every instant both names hold complete files.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
 from alexbench.atomic import atomic_path
 from alexbench.errors import UserError
+from alexbench.log import get_logger
+
+log = get_logger(__name__)
 
 EXT = {"torch": ".pt", "keras": ".npz"}
 
@@ -57,9 +59,9 @@ def load_with_fallback(run_dir: Path, name: str, framework: str, loader: Callabl
             meta = loader(str(path))
         except UserError as exc:
             errors.append(str(exc))
-            print(f"warning: {exc}; trying the previous checkpoint", file=sys.stderr)
+            log.warning("%s; trying the previous checkpoint", exc)
             continue
         if path == prev:
-            print(f"warning: resumed from the previous good checkpoint {path}", file=sys.stderr)
+            log.warning("resumed from the previous good checkpoint %s", path)
         return meta, path
     raise UserError("; ".join(errors))

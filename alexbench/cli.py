@@ -2,17 +2,21 @@
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback unless
 ``--debug``), 1 internal error.
+
+Everything alexbench writes to stderr goes through the ``alexbench`` logger
+(:mod:`alexbench.log`), configured here once: ``--quiet`` keeps warnings and errors,
+``--verbose`` adds debug lines. Both are accepted before or after the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from typing import Callable, Sequence
 
 from alexbench import __version__
 from alexbench.errors import UserError
+from alexbench.log import NORMAL, QUIET, VERBOSE, configure, get_logger
 
 # command name -> "module:function"; imported lazily so `alexbench --help` stays fast.
 COMMANDS: dict[str, str] = {
@@ -34,21 +38,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _add_verbosity(p: argparse.ArgumentParser, default: object) -> None:
+    """``--quiet`` / ``--verbose``: on the main parser (default NORMAL) and on every command
+    (default SUPPRESS, so a flag given before the command is not reset by the command's parser)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=QUIET, default=default,
+                   help="print only warnings and errors on stderr (no progress lines or bars)")
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=VERBOSE, default=default,
+                   help="also print debug lines on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="alexbench", description="The AlexNet challenge, PyTorch vs Keras on CIFAR-10, in one command.")
     p.add_argument("--version", action="version", version=f"alexbench {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    _add_verbosity(p, NORMAL)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_verbosity(common, argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    d = sub.add_parser("data", help="locate or fetch, verify and cache a dataset; print counts")
+    d = sub.add_parser("data", parents=[common], help="locate or fetch, verify and cache a dataset; print counts")
     d.add_argument("source", nargs="?", default=None,
                    help="official archive/dir, image folder or tarball; default: auto-detect, then the embedded sample")
     d.add_argument("--verify", action="store_true", help="re-hash the source and check every image decodes")
     d.add_argument("--download", action="store_true", help="download official CIFAR-10 if no source is found")
 
-    sub.add_parser("models", help="list registered models with params and FLOPs")
+    sub.add_parser("models", parents=[common], help="list registered models with params and FLOPs")
 
-    pa = sub.add_parser("parity", help="port weights torch<->keras and print the max abs logit difference")
+    pa = sub.add_parser("parity", parents=[common],
+                        help="port weights torch<->keras and print the max abs logit difference")
     pa.add_argument("--model", required=True)
     pa.add_argument("--num-classes", type=int, default=10)
     pa.add_argument("--batch", type=int, default=4)
@@ -60,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key (repeatable), e.g. --set optimizer.lr=0.05")
 
-    t = sub.add_parser("train", help="train one model in one framework into a run folder")
+    t = sub.add_parser("train", parents=[common], help="train one model in one framework into a run folder")
     t.add_argument("--model", required=True)
     t.add_argument("--framework", required=True, choices=["torch", "keras"])
     t.add_argument("--pretrained", default=None, help="'imagenet' or a weights path")
@@ -69,12 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true")
 
-    e = sub.add_parser("eval", help="evaluate a run folder or checkpoint")
+    e = sub.add_parser("eval", parents=[common], help="evaluate a run folder or checkpoint")
     e.add_argument("target", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--data", default=None)
     e.add_argument("--out", default=None, help="write metrics JSON here (default: print only)")
 
-    r = sub.add_parser("run", help="the whole comparison: a matrix of train runs, then the report")
+    r = sub.add_parser("run", parents=[common], help="the whole comparison: a matrix of train runs, then the report")
     r.add_argument("--preset", default="quick")
     add_data_opts(r)
     r.add_argument("--weights-dir", default=None, help="folder with offline pretrained weight files")
@@ -83,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--resume", action="store_true")
 
-    c = sub.add_parser("compare", help="comparison table and pairwise statistics")
+    c = sub.add_parser("compare", parents=[common], help="comparison table and pairwise statistics")
     c.add_argument("runs", nargs="+", metavar="RUN")
 
-    rp = sub.add_parser("report", help="self-contained HTML report plus a Markdown twin")
+    rp = sub.add_parser("report", parents=[common], help="self-contained HTML report plus a Markdown twin")
     rp.add_argument("runs", nargs="+", metavar="RUN")
     rp.add_argument("-o", "--output", required=True, metavar="FILE.html")
     return p
@@ -100,6 +118,8 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure(args.verbosity)
+    log = get_logger()
     if not args.command:
         parser.print_help()
         return 2
@@ -109,16 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"alexbench {args.command}: error: {exc}", file=sys.stderr)
+        log.error(f"alexbench {args.command}: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print("alexbench: interrupted", file=sys.stderr)
+        log.error("alexbench: interrupted")
         return 130
     except Exception as exc:  # internal error: one line unless --debug
         if args.debug:
             raise
-        print(f"alexbench {args.command}: internal error: {type(exc).__name__}: {exc} (re-run with --debug)",
-              file=sys.stderr)
+        log.error(f"alexbench {args.command}: internal error: {type(exc).__name__}: {exc} (re-run with --debug)")
         return 1
 
 

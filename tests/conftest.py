@@ -57,6 +57,14 @@ def tiny_config(framework: str = "torch", **over):
     return validate(data)
 
 
+@pytest.fixture(autouse=True)
+def _alexbench_logging():
+    """Send the alexbench logger to stderr as the CLI does, so capsys sees warnings in library calls."""
+    from alexbench.log import configure
+
+    configure()
+
+
 @pytest.fixture
 def tiny_ds():
     return synthetic_dataset()

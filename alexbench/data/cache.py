@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,17 +37,19 @@ import numpy as np
 
 from alexbench.atomic import atomic_path, atomic_write_json
 from alexbench.errors import UserError
+from alexbench.log import get_logger
 
 __all__ = ["CACHE_VERSION", "data_home", "decoded_dir", "warn", "hash_file", "walk_files", "source_sha256",
            "cache_file", "load_cached", "save_cached"]
 
 CACHE_VERSION = 1  # bump when the decoded content for the same source would change
 _CHUNK = 1 << 20
+log = get_logger(__name__)
 
 
 def warn(message: str) -> None:
-    """The data layer's one way to warn: a line on stderr starting with ``warning:``."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """The data layer's one way to warn (``warning: ...`` on stderr through :mod:`alexbench.log`)."""
+    log.warning("%s", message)
 
 
 def data_home(cache_dir: str | os.PathLike | None = None) -> Path:

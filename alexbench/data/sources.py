@@ -28,9 +28,9 @@ Whatever the format, the decoded arrays are cached by content hash (see
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +46,7 @@ from alexbench.data import cache
 from alexbench.data.archive import decode_image, is_image_name, is_tar, iter_tar
 from alexbench.data.dataset import Dataset
 from alexbench.errors import UserError
+from alexbench.log import get_logger, progress_enabled
 
 __all__ = ["CIFAR10_CLASSES", "BINARY_URL", "BINARY_MD5", "BINARY_SIZE", "PYTHON_URL", "PYTHON_MD5",
            "PYTHON_SIZE", "SAMPLE_PATH", "SAMPLE_NAME", "EMBEDDED", "LoadInfo", "official_md5", "load_dataset",
@@ -81,6 +82,7 @@ _BIN_FILES = [*_BIN_TRAIN, "test_batch.bin", "batches.meta.txt"]
 _PY_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 _PY_FILES = [*_PY_TRAIN, "test_batch", "batches.meta"]
 _RECORD = 1 + 3 * 32 * 32
+log = get_logger(__name__)
 
 
 # --------------------------------------------------------------------------- locate
@@ -204,7 +206,7 @@ def describe_source(source: str | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- download
 
 def _want_progress() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("CI")
+    return progress_enabled()
 
 
 class _Progress:
@@ -257,9 +259,9 @@ def download_cifar10(cache_dir: str | os.PathLike | None = None, *, url: str | N
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{home}: cannot create the data folder ({exc.strerror or exc})") from exc
-    loud = _want_progress()  # quiet when not on a terminal, or under CI
-    if loud:
-        print(f"downloading {url} to {target}", file=sys.stderr, flush=True)
+    # progress lines on a terminal; in logs (CI, redirected) only with --verbose
+    level = logging.INFO if _want_progress() else logging.DEBUG
+    log.log(level, "downloading %s to %s", url, target)
     with atomic_path(target) as tmp:
         digest = hashlib.md5()
         received = 0
@@ -293,8 +295,7 @@ def download_cifar10(cache_dir: str | os.PathLike | None = None, *, url: str | N
             expected = f"{size:,} bytes, " if size else ""
             raise UserError(f"{url}: MD5 mismatch: got {got} ({received:,} bytes), expected {md5} ({expected}"
                             f"official); the downloaded file was kept at {bad}")
-    if loud:
-        print(f"downloaded {received:,} bytes, MD5 verified: {target}", file=sys.stderr, flush=True)
+    log.log(level, "downloaded %s bytes, MD5 verified: %s", f"{received:,}", target)
     return target
 
 
