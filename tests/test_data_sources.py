@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from alexbench.cli import main
-from alexbench.data import cache, sources
+from alexbench.data import cache, download, sources
 from alexbench.data.sources import CIFAR10_CLASSES, describe_source, find_default_source, load_dataset
 from alexbench.errors import UserError
 
@@ -514,8 +514,8 @@ def served_archive(tmp_path, monkeypatch):
     d, arrays = write_binary_dir(tmp_path / "server")
     archive = tar_dir(d, tmp_path / "server" / "cifar-10-binary.tar.gz")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    monkeypatch.setattr(sources, "BINARY_URL", archive.as_uri())
-    monkeypatch.setattr(sources, "BINARY_MD5", md5)
+    monkeypatch.setattr(download, "BINARY_URL", archive.as_uri())
+    monkeypatch.setattr(download, "BINARY_MD5", md5)
     return archive, arrays
 
 
@@ -536,7 +536,7 @@ def test_download_then_load(served_archive, isolated, capsys):
 
 def test_download_md5_mismatch_keeps_bad_file(served_archive, isolated, capsys, monkeypatch):
     archive, _ = served_archive
-    monkeypatch.setattr(sources, "BINARY_MD5", "0" * 32)
+    monkeypatch.setattr(download, "BINARY_MD5", "0" * 32)
     rc, _, err = run_cli(capsys, "data", "--download")
     got = hashlib.md5(archive.read_bytes()).hexdigest()
     bad = isolated / f"cifar-10-binary.tar.gz.bad-{got}"
@@ -551,8 +551,8 @@ def test_download_with_opener_and_network_failure(tmp_path, isolated):
     class Response(io.BytesIO):
         headers = {"Content-Length": str(len(payload))}
 
-    path = sources.download_cifar10(url="https://example.invalid/c.tgz", md5=hashlib.md5(payload).hexdigest(),
-                                    opener=lambda url, timeout: Response(payload))
+    path = download.download_cifar10(url="https://example.invalid/c.tgz", md5=hashlib.md5(payload).hexdigest(),
+                                     opener=lambda url, timeout: Response(payload))
     assert path.read_bytes() == payload
 
     def offline(url, timeout):
@@ -560,7 +560,7 @@ def test_download_with_opener_and_network_failure(tmp_path, isolated):
         raise urllib.error.URLError("no route to host")
     (isolated / "cifar-10-binary.tar.gz").unlink()
     with pytest.raises(UserError, match="download failed .*no route to host"):
-        sources.download_cifar10(opener=offline)
+        download.download_cifar10(opener=offline)
     assert list(isolated.glob("*.tar.gz*")) == []
 
 
@@ -591,16 +591,16 @@ def test_cli_prints_everything(tmp_path, capsys):
 
 def test_progress_only_on_a_terminal_and_not_under_ci(monkeypatch, capsys, isolated):
     monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
-    assert sources._want_progress()
+    assert download._want_progress()
     monkeypatch.setenv("CI", "true")
-    assert not sources._want_progress()
+    assert not download._want_progress()
     monkeypatch.delenv("CI")
     payload = b"y" * 5000
 
     class Response(io.BytesIO):
         headers = {"Content-Length": str(len(payload))}
-    sources.download_cifar10(url="https://example.invalid/c.tgz", md5=hashlib.md5(payload).hexdigest(),
-                             opener=lambda url, timeout: Response(payload))
+    download.download_cifar10(url="https://example.invalid/c.tgz", md5=hashlib.md5(payload).hexdigest(),
+                              opener=lambda url, timeout: Response(payload))
     out, err = capsys.readouterr()
     assert out == "" and "downloading https://example.invalid/c.tgz" in err and "MD5 verified" in err
 

@@ -2,7 +2,7 @@
 
 Layout under the data home (``$ALEXBENCH_DATA``, default ``~/.cache/alexbench``)::
 
-    cifar-10-binary.tar.gz          official download (see sources.download_cifar10)
+    cifar-10-binary.tar.gz          official download (see download.download_cifar10)
     decoded/<sha256>.npz            decoded uint8 arrays of one source
     decoded/<sha256>-resize<N>.npz  ... of one source loaded with resize=N
     decoded/hashes/<key>.json       sidecar: a source's sha256, keyed by its path

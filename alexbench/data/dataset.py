@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+__all__ = ["CIFAR10_CLASSES", "Dataset"]
+
+# CIFAR-10's class names in its label order (batches.meta); the one copy of this list.
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
 
 @dataclass
 class Dataset:
