@@ -255,6 +255,20 @@ def test_hostile_tar_member_is_refused(capsys, tmp_path, home, case, needle):
     no_cache_left(home)
 
 
+@pytest.mark.parametrize("kind", [b"V", b"Z"])
+def test_member_refused_by_the_standard_data_filter(capsys, tmp_path, home, kind):
+    """A GNU volume header ('V') or an unknown type ('Z') breaks none of our own rules
+    (plain relative name, not a link, not a device); tarfile.data_filter refuses it."""
+    member = _member("f/train/a/1.png", kind)
+    with pytest.raises(tarfile.SpecialFileError):
+        tarfile.data_filter(member, str(tmp_path))
+    archive = tar_with(tmp_path / "cwd" / "odd.tar.gz", member)
+    rc, _, err = run_cli(capsys, "data", str(archive))
+    assert_user_error(rc, err, "odd.tar.gz: member 'f/train/a/1.png'", f"member of type {kind!r} refused",
+                      "tarfile.data_filter")
+    no_cache_left(home)
+
+
 def test_hostile_member_in_official_archive(capsys, tmp_path):
     d, _ = write_binary_dir(tmp_path / "src")
     t = tmp_path / "cifar-10-binary.tar"

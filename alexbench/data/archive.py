@@ -5,9 +5,12 @@ from a streamed ``tarfile`` (``r|*``: plain, gzip, bzip2 or xz). Before a member
 read, it is checked, and the whole archive is refused with a :class:`UserError`
 naming the archive and the member if the member
 
-- has an absolute path or a ``..`` component (it would escape any target folder),
-- is a symbolic or hard link,
-- is a character/block device or a FIFO,
+- has an absolute path or a ``..`` component, even one that stays inside (stricter
+  than the standard filter, which strips a leading ``/`` and allows ``a/../b``),
+- is a symbolic or hard link, wherever it points (the standard filter allows links
+  that stay inside),
+- is refused by the standard library's :func:`tarfile.data_filter` (PEP 706): devices,
+  FIFOs, members of unknown type, paths or links leaving the destination,
 - is larger than :data:`MAX_MEMBER_BYTES`.
 
 Images are decoded with Pillow, restricted to common formats, with a pixel limit
@@ -18,6 +21,7 @@ Images are decoded with Pillow, restricted to common formats, with a pixel limit
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import warnings
 import zlib
@@ -38,6 +42,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
                               ".pbm"})
 _PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# The folder tarfile.data_filter measures escapes against. Nothing is ever extracted,
+# so it is a fixed path that is never created.
+_FILTER_DEST = os.path.join(os.sep, "alexbench-never-extracted")
 
 
 @dataclass
@@ -74,11 +81,26 @@ def check_member(archive: str | Path, member: tarfile.TarInfo) -> str:
     if member.issym() or member.islnk():
         kind = "symbolic" if member.issym() else "hard"
         raise UserError(f"{where}: {kind} link refused (to {member.linkname!r})")
-    if member.ischr() or member.isblk() or member.isfifo():
-        raise UserError(f"{where}: device or FIFO member refused")
+    _standard_filter(where, member)
     if member.isfile() and member.size > MAX_MEMBER_BYTES:
         raise UserError(f"{where}: {member.size:,} bytes is over the {MAX_MEMBER_BYTES:,}-byte limit per member")
     return "/".join(parts)
+
+
+def _standard_filter(where: str, member: tarfile.TarInfo) -> None:
+    """:func:`tarfile.data_filter` (Python 3.10.12+, 3.11.4+, 3.12+) as a check: raise if it refuses."""
+    data_filter = getattr(tarfile, "data_filter", None)
+    if data_filter is None:  # pragma: no cover - pyproject's requires-python excludes these
+        raise UserError(f"{where}: cannot check archive members: this Python's tarfile has no data_filter "
+                        f"(needs Python 3.10.12+, 3.11.4+ or 3.12+)")
+    try:
+        data_filter(member, _FILTER_DEST)
+    except tarfile.SpecialFileError:
+        kind = "device or FIFO member" if member.ischr() or member.isblk() or member.isfifo() \
+            else f"member of type {member.type!r}"
+        raise UserError(f"{where}: {kind} refused (by tarfile.data_filter)") from None
+    except tarfile.FilterError as exc:
+        raise UserError(f"{where}: refused by tarfile.data_filter ({exc})") from None
 
 
 def iter_tar(path: str | Path, want: Callable[[str], bool] | None = None) -> Iterator[TarEntry]:
@@ -105,7 +127,7 @@ def iter_tar(path: str | Path, want: Callable[[str], bool] | None = None) -> Ite
                         if len(data) != member.size:
                             raise EOFError(f"member {name!r} is truncated")
                     yield TarEntry(name, False, data, member.size)
-                # other member types (e.g. GNU volume headers) carry no data we use
+                # no other member type gets here: data_filter refuses what is not a file, dir or link
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise UserError(f"{path}: no such file") from exc
