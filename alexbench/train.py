@@ -27,7 +27,8 @@ from alexbench import __version__
 from alexbench import checkpoint as ckpt
 from alexbench.atomic import RunLock, atomic_path, atomic_write_json, atomic_write_text
 from alexbench.config import TrainConfig, dump_yaml, resolve_config, validate
-from alexbench.data.stream import BatchStream, Splits, eval_batches, normalization, prefetch, split_train_val
+from alexbench.data.stream import BatchStream, Splits, eval_batches, normalization, prefetch, split_train_val, \
+    take_balanced
 from alexbench.errors import TrainingDiverged, UserError
 from alexbench.metrics import classification_metrics
 from alexbench.schedule import lr_at
@@ -138,27 +139,16 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded, class-balanced subset of at most ``n`` images (quick runs)."""
-    if n is None or n >= len(y):
-        return x, y
-    rng = np.random.Generator(np.random.PCG64([seed, 0x5B5E7]))
-    order = rng.permutation(len(y))
-    # round-robin over classes keeps the subset stratified
-    by_class = [order[y[order] == c] for c in np.unique(y)]
-    picked = np.concatenate([c[: max(1, n // len(by_class))] for c in by_class])[:n]
-    picked.sort()
-    return x[picked], y[picked]
-
-
 def prepare_data(cfg: TrainConfig, source) -> tuple:  # noqa: ANN001 - str, None or a Dataset
     from alexbench.data import Dataset, load_dataset
 
     ds = source if isinstance(source, Dataset) else load_dataset(source)
     splits = split_train_val(ds, cfg.val_fraction, cfg.seed)
-    splits.x_train, splits.y_train = _subset(splits.x_train, splits.y_train, cfg.max_train_images, cfg.seed)
+    splits.x_train, splits.y_train = take_balanced(splits.x_train, splits.y_train, cfg.max_train_images, cfg.seed,
+                                                   "max_train_images")
     if cfg.max_test_images:
-        splits.x_test, splits.y_test = _subset(splits.x_test, splits.y_test, cfg.max_test_images, 0)
+        splits.x_test, splits.y_test = take_balanced(splits.x_test, splits.y_test, cfg.max_test_images, 0,
+                                                     "max_test_images")
     return ds, splits
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from alexbench.data.dataset import Dataset
 from alexbench.errors import UserError
 
-__all__ = ["Splits", "split_train_val", "BatchStream", "EpochPlan", "Normalization", "normalization",
+__all__ = ["Splits", "split_train_val", "balanced_subset", "take_balanced", "BatchStream", "EpochPlan", "Normalization", "normalization",
            "NORM_PRESETS", "prefetch"]
 
 NORM_PRESETS = ("dataset", "imagenet", "caffe")
@@ -114,6 +114,54 @@ def split_train_val(ds: Dataset, val_fraction: float = 0.1, seed: int = 0) -> Sp
     mask[val_idx] = False
     return Splits(ds.x_train[mask], ds.y_train[mask], ds.x_train[val_idx], ds.y_train[val_idx],
                   ds.x_test, ds.y_test, list(ds.classes), val_idx)
+
+
+def balanced_subset(y: np.ndarray, n: int | None, seed: int, field: str = "max_train_images") -> np.ndarray:
+    """Sorted indices of a seeded, class-balanced subset of at most ``n`` of the labels ``y``.
+
+    Every class gets ``L`` or ``L + 1`` images, where ``L`` is as large as ``n`` allows; a
+    class with fewer images than that gives all it has and the others share the rest. So
+    with ``n`` at least the number of classes, every class is present, and the counts of
+    classes that are not used up differ by at most 1. Within a class, the images are the
+    first of one seeded permutation of the whole split (the same images as before this
+    function existed whenever ``n`` is a multiple of the number of classes). ``n`` below
+    the number of classes cannot be balanced: :class:`UserError` naming ``field``.
+    """
+    y = np.asarray(y)
+    if n is None or n >= len(y):
+        return np.arange(len(y), dtype=np.int64)
+    classes, counts = np.unique(y, return_counts=True)
+    k = len(classes)
+    if n < k:
+        raise UserError(f"{field}: {n} is fewer than the {k} classes; a class-balanced subset needs at least "
+                        f"one image per class")
+    # the highest level L with sum(min(count, L)) <= n (a binary search; the sum grows with L)
+    lo, hi = 1, int(counts.max())
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if np.minimum(counts, mid).sum() <= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    take = np.minimum(counts, lo)
+    spare = n - int(take.sum())  # fewer than the classes that still have images left
+    if spare:
+        room = np.flatnonzero(counts > lo)
+        extra = np.random.Generator(np.random.PCG64([seed, 0x5B5E7, 1])).choice(room, size=spare, replace=False)
+        take[extra] += 1
+    order = np.random.Generator(np.random.PCG64([seed, 0x5B5E7])).permutation(len(y))
+    picked = np.concatenate([order[y[order] == c][:t] for c, t in zip(classes, take)])
+    picked.sort()
+    return picked.astype(np.int64)
+
+
+def take_balanced(x: np.ndarray, y: np.ndarray, n: int | None, seed: int,
+                  field: str = "max_train_images") -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` cut to :func:`balanced_subset` (the arrays themselves when nothing is cut)."""
+    if n is None or n >= len(y):
+        return x, y
+    keep = balanced_subset(y, n, seed, field)
+    return x[keep], y[keep]
 
 
 @dataclass(frozen=True)
