@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "compare": "alexbench.report.commands:compare_command",
     "report": "alexbench.report.commands:report_command",
 }
+FORCE_HELP = "replace existing output files that alexbench did not write (refused by default)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_opts(t)
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     e = sub.add_parser("eval", parents=[common], help="evaluate a run folder or checkpoint")
     e.add_argument("target", metavar="RUN_OR_CHECKPOINT")
     e.add_argument("--data", default=None)
     e.add_argument("--out", default=None, help="write metrics JSON here (default: print only)")
+    e.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     r = sub.add_parser("run", parents=[common], help="the whole comparison: a matrix of train runs, then the report")
     r.add_argument("--preset", default="quick")
@@ -100,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run every entry with seeds 0..N-1 (or the listed ones) instead of the preset's")
     r.add_argument("--out", required=True)
     r.add_argument("--resume", action="store_true")
+    r.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     c = sub.add_parser("compare", parents=[common], help="comparison table and pairwise statistics")
     c.add_argument("runs", nargs="+", metavar="RUN")
@@ -107,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", parents=[common], help="self-contained HTML report plus a Markdown twin")
     rp.add_argument("runs", nargs="+", metavar="RUN")
     rp.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    rp.add_argument("--force", action="store_true", help=FORCE_HELP)
     return p
 
 

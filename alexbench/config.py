@@ -209,4 +209,7 @@ def resolve_config(config_file: str | None = None, overrides: list[str] | None =
 
 
 def dump_yaml(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as saved in a run folder; its first line marks the file as alexbench's."""
+    from alexbench.outputs import CONFIG_HEADER
+
+    return CONFIG_HEADER + "\n" + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

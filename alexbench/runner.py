@@ -9,6 +9,7 @@ Entries whose pretrained weights are unavailable are listed as skipped with the 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from alexbench.atomic import RunLock, atomic_write_json
 from alexbench.config import TrainConfig, apply_overrides, deep_merge, load_yaml, validate
 from alexbench.errors import UserError
+from alexbench.outputs import check_report_targets, ensure_folder, refuse_foreign
 
 PRESETS = ("quick", "standard", "seeds")
 
@@ -109,19 +111,20 @@ def _with_offline_weights(cfg: TrainConfig, weights_dir: str | None) -> TrainCon
 
 def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,  # noqa: ANN001
         overrides: list[str] | None = None, weights_dir: str | None = None, resume: bool = False,
-        seeds: list[int] | None = None) -> dict:
+        seeds: list[int] | None = None, force: bool = False) -> dict:
     from alexbench.data import Dataset, load_dataset
     from alexbench.models import WeightsUnavailable
     from alexbench.report import write_report
     from alexbench.train import train
 
     plan, entries = load_plan(preset, config_file, overrides, seeds)
-    out = Path(out_dir)
+    out = ensure_folder(out_dir, "--out")
     status_path = out / "run.json"
     with RunLock(out, ".alexbench-run.lock"):
-        if status_path.exists() and not resume:
+        status = _read_status(status_path, force)
+        if status and not resume:
             raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-        status = json.loads(status_path.read_text()) if status_path.exists() else {}
+        check_report_targets(out / "report.html", force=force)
         status.update({"preset": plan.get("name", preset), "entries": status.get("entries", {}),
                        "started": status.get("started", time.time())})
         ds = data if isinstance(data, Dataset) else load_dataset(data)
@@ -137,7 +140,8 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
             if not (dirs or skipped):
                 return
             try:
-                write_report(dirs, html, title=f"alexbench: {plan.get('name', preset)}", skipped=skipped)
+                write_report(dirs, html, title=f"alexbench: {plan.get('name', preset)}", skipped=skipped,
+                             force=force)
             except UserError as exc:  # a report problem must never stop training
                 print(f"warning: report not updated: {exc}", file=sys.stderr)
 
@@ -155,7 +159,7 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
             status["entries"][e.slug] = {"status": "running"}
             atomic_write_json(status_path, status)
             try:
-                train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report)
+                train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report, force=force)
             except WeightsUnavailable as exc:
                 reason = str(exc)
                 print(f"[{k}/{len(entries)}] {e.slug}: skipped: {reason}", file=sys.stderr)
@@ -180,6 +184,21 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
     return status
 
 
+def _read_status(path: Path, force: bool) -> dict:
+    """``run.json`` of an earlier invocation ({} if none); a file that is not one is refused."""
+    if not os.path.lexists(path):
+        return {}
+    try:
+        status = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size < 1 << 24 else None
+    except (OSError, ValueError):
+        status = None
+    if isinstance(status, dict) and isinstance(status.get("entries"), dict) and "preset" in status:
+        return status
+    if force:
+        return {}
+    raise refuse_foreign(path, "--out", "an alexbench run writes its status there")
+
+
 def _drop_empty_run(run_dir: Path) -> None:
     """A skipped entry leaves no half run behind: only files this run itself created are removed."""
     for name in ("config.yaml", "state.json", "log.txt"):
@@ -193,7 +212,7 @@ def _drop_empty_run(run_dir: Path) -> None:
 def run_command(args) -> int:  # noqa: ANN001
     status = run(args.preset, args.out, data=args.data, config_file=args.config, overrides=args.overrides,
                  weights_dir=args.weights_dir, resume=args.resume,
-                 seeds=parse_seeds(args.seeds) if args.seeds else None)
+                 seeds=parse_seeds(args.seeds) if args.seeds else None, force=getattr(args, "force", False))
     out = Path(args.out)
     finished = [out / s for s, st in status["entries"].items() if st.get("status") == "finished"]
     if finished:

@@ -31,6 +31,7 @@ from alexbench.data.stream import BatchStream, Splits, eval_batches, normalizati
     take_balanced
 from alexbench.errors import TrainingDiverged, UserError
 from alexbench.metrics import classification_metrics
+from alexbench.outputs import check_json_output, claim_run_folder, ensure_folder, is_run_folder
 from alexbench.schedule import lr_at
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "elapsed_seconds",
@@ -172,18 +173,25 @@ def _check_model(cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
           resume: bool = False,
-          on_epoch_end: Callable[[Path, dict], None] | None = None, quiet: bool | None = None) -> dict:
-    """Train and evaluate one model in one framework; returns the metrics dict (also in metrics.json)."""
-    out = Path(out_dir)
+          on_epoch_end: Callable[[Path, dict], None] | None = None, quiet: bool | None = None,
+          force: bool = False) -> dict:
+    """Train and evaluate one model in one framework; returns the metrics dict (also in metrics.json).
+
+    A folder that is not an alexbench run and holds files a run writes is refused unless ``force``.
+    """
+    out = ensure_folder(out_dir, "--out")
     if quiet is None:
         quiet = bool(os.environ.get("ALEXBENCH_QUIET"))
     with RunLock(out) as lock:
-        return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock)
+        if not resume:
+            claim_run_folder(out, force)
+        return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, force)
 
 
 def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
                   resume: bool,
-                  on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, lock: RunLock) -> dict:
+                  on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, lock: RunLock,
+                  force: bool = False) -> dict:
     saved_cfg = out / "config.yaml"
     have_ckpt = any((out / "checkpoints").glob("last*")) if (out / "checkpoints").exists() else False
     if resume:
@@ -196,7 +204,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
             import json
 
             return json.loads((out / "metrics.json").read_text())
-    elif (out / "metrics.json").exists() or have_ckpt:
+    elif ((out / "metrics.json").exists() or have_ckpt) and not (force and not is_run_folder(out)):
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
     _check_model(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -461,7 +469,7 @@ def config_from_args(args) -> TrainConfig:  # noqa: ANN001
 
 def train_command(args) -> int:  # noqa: ANN001
     cfg = config_from_args(args)
-    metrics = train(cfg, args.out, data=args.data, resume=args.resume)
+    metrics = train(cfg, args.out, data=args.data, resume=args.resume, force=getattr(args, "force", False))
     t = metrics["test"]
     print(f"{metrics['entry']}: test accuracy {t['accuracy']:.4f} "
           f"[{t['accuracy_ci95'][0]:.4f}, {t['accuracy_ci95'][1]:.4f}], macro-F1 {t['macro_f1']:.4f}; "
@@ -516,6 +524,8 @@ def evaluate_checkpoint(target: str, data: str | None = None) -> dict:
 
 
 def eval_command(args) -> int:  # noqa: ANN001
+    if args.out:  # before the work: never replace a file eval did not write
+        check_json_output(args.out, ("checkpoint", "dataset", "test"), "--out", getattr(args, "force", False))
     res = evaluate_checkpoint(args.target, args.data)
     t = res["test"]
     print(f"{res['checkpoint']} on {res['dataset']['name']} ({t['n']} test images): accuracy {t['accuracy']:.4f} "

@@ -115,7 +115,7 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """``alexbench report RUN... -o FILE.html``: write the HTML report and its Markdown twin."""
-    html, md = write_report(args.runs, args.output)
+    html, md = write_report(args.runs, args.output, force=getattr(args, "force", False))
     print(html)
     print(md)
     return 0

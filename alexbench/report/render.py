@@ -31,6 +31,7 @@ import numpy as np
 from alexbench import __version__
 from alexbench.atomic import atomic_path
 from alexbench.errors import UserError
+from alexbench.outputs import check_report_targets, publish_folder, unwritable
 from alexbench.report import plots
 from alexbench.report.compare import RunRecord, compare_runs, load_runs
 from alexbench.stats import ALPHA
@@ -392,19 +393,20 @@ def _environment() -> jinja2.Environment:
 
 
 def write_report(run_dirs: Sequence[str | os.PathLike | RunRecord], html_path: str | os.PathLike, *,
-                 title: str | None = None, skipped: Sequence[dict[str, Any]] | None = None) -> tuple[Path, Path]:
+                 title: str | None = None, skipped: Sequence[dict[str, Any]] | None = None,
+                 force: bool = False) -> tuple[Path, Path]:
     """Write ``html_path`` (self-contained HTML) and its Markdown twin ``<stem>.md``.
 
     ``run_dirs`` are run folders (finished or in progress) or a folder of run folders;
     ``skipped`` lists entries that did not run, as dicts with ``entry``, ``model``,
     ``framework``, ``pretrained`` and ``reason``. The Markdown's figures go to
-    ``<stem>_files/``. Returns ``(html_path, md_path)``.
+    ``<stem>_files/``. Returns ``(html_path, md_path)``. An existing file that alexbench did
+    not write is refused (see :mod:`alexbench.outputs`) unless ``force``.
     """
     html_out = Path(html_path)
     if html_out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"{html_out}: the report file name must end in .html")
-    md_out = html_out.with_suffix(".md")
-    files_dir = html_out.with_name(f"{html_out.stem}_files")
+    md_out, files_dir = check_report_targets(html_out, force=force)
     runs = load_runs(run_dirs, allow_incomplete=True)
     if not runs and not skipped:
         raise UserError("report: no run folders given")
@@ -414,13 +416,12 @@ def write_report(run_dirs: Sequence[str | os.PathLike | RunRecord], html_path: s
     html = env.get_template("report.html.j2").render(**ctx, fig_src=lambda f: f["uri"])
     md = env.get_template("report.md.j2").render(**ctx, fig_src=lambda f: f"{files_dir.name}/{f['file']}")
 
-    files_dir.mkdir(parents=True, exist_ok=True)
-    for item in figs.items.values():
-        _publish(files_dir / item["file"], item["png"])
-    keep = {item["file"] for item in figs.items.values()}
-    for old in files_dir.glob("*.png"):  # figures of runs no longer in the report
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
+    try:
+        publish_folder(files_dir, {item["file"]: item["png"] for item in figs.items.values()}, flag="-o",
+                       force=force, write=_publish)
+    except OSError as exc:
+        raise unwritable(files_dir, "-o", exc) from None
     _publish(md_out, md.encode("utf-8"))
     _publish(html_out, html.encode("utf-8"))
     return html_out, md_out
+
