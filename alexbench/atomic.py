@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -157,52 +158,104 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """One writer per output folder. The lock file records the owner's PID.
+    """One writer per output folder: an advisory ``flock`` on a lock file that records the holder's PID.
 
-    A lock left by a dead process is stale: it is taken over (and said so).
-    A lock held by a live process makes the second writer refuse with a clear error.
+    The kernel holds the lock for as long as the holder's file descriptor is open, and
+    drops it when the process ends in any way (SIGKILL included). A lock file left by a
+    dead process is therefore just an unlocked file: the next writer locks it, records
+    its own PID and carries on (``took_over_from`` is the PID it found). Nothing is
+    decided from PIDs, so a reused PID cannot keep a stale lock alive, and two writers
+    taking over the same stale lock cannot both win: ``flock`` lets exactly one in. The
+    PID in the file only names the holder in the refusal message.
+
+    The holder removes the file when it releases the lock (while still holding it). A
+    writer that opened the file just before that removal and locks it just after sees
+    that the path no longer names the file it locked, and starts over on a fresh file.
+
+    The lock file descriptor is not inherited across ``exec``; a child made with a bare
+    ``fork`` (no ``exec``) shares the lock until it exits.
     """
 
     def __init__(self, directory: str | os.PathLike, name: str = ".alexbench.lock") -> None:
         self.path = Path(directory) / name
         self.took_over_from: int | None = None
-        self._held = False
+        self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._read_owner()
-                if owner is not None and owner != os.getpid() and _pid_alive(owner):
-                    raise UserError(f"{self.path.parent}: another alexbench process (PID {owner}) is writing here; "
-                                    f"wait for it or remove {self.path} if you are sure it is gone")
-                # stale (dead owner or unreadable): take it over
-                self.took_over_from = owner
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            self._held = True
-            return self
-        raise UserError(f"{self.path}: could not take the lock")
+        import fcntl
 
-    def _read_owner(self) -> int | None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):  # a retry needs a release between our open and our flock: rare
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _holder_pid(fd)
+                os.close(fd)
+                who = f"PID {owner}" if owner is not None else "PID unknown"
+                raise UserError(f"{self.path.parent}: another alexbench process ({who}) is writing here; "
+                                f"wait for it to finish") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if not self._names(fd):  # released and removed between our open and our flock
+                os.close(fd)
+                continue
+            previous = _read_pid(fd)
+            record = f"{os.getpid()}\n".encode()
+            os.pwrite(fd, record, 0)  # then cut: a reader never sees an empty file
+            os.ftruncate(fd, len(record))
+            os.fsync(fd)
+            self.took_over_from = previous if previous is not None and previous > 0 else None
+            self._fd = fd
+            return self
+        raise UserError(f"{self.path}: could not take the lock (it kept being released and removed under us)")
+
+    def _names(self, fd: int) -> bool:
+        """Whether ``self.path`` still names the file open on ``fd``."""
         try:
-            return int(self.path.read_text().strip().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
     def release(self) -> None:
-        if self._held and self._read_owner() == os.getpid():
-            self.path.unlink(missing_ok=True)
-        self._held = False
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            # remove the file only if it is still ours (same file, our PID): never someone else's
+            if self._names(fd) and _read_pid(fd) == os.getpid():
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)  # drops the flock
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _holder_pid(fd: int, wait: float = 1.0) -> int | None:
+    """The PID of the process holding the lock on ``fd``'s file, for the refusal message.
+
+    A holder that has just taken over a stale lock may not have written its PID yet; the
+    file then still names the dead process. Liveness only picks the message here, never
+    the lock: read again for up to ``wait`` seconds until the PID is a live process.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        pid = _read_pid(fd)
+        if (pid is not None and _pid_alive(pid)) or time.monotonic() > deadline:
+            return pid
+        time.sleep(0.005)
+
+
+def _read_pid(fd: int) -> int | None:
+    """The PID recorded in an open lock file, or None if it holds none."""
+    try:
+        return int(os.pread(fd, 64, 0).decode("ascii").split()[0])
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None

@@ -1,5 +1,7 @@
 """One writer per output folder: a second `run` or `train` refuses, naming the first one's PID;
-the lock file records the PID; a lock left by a dead process is taken over.
+the lock is an flock on a file that records the PID; a lock file left by a dead process is
+just an unlocked file and is taken over, whatever PID it names (PIDs get reused), and when
+two processes race to take over the same stale lock, exactly one wins.
 
 The end-to-end test starts a real `alexbench run` in a subprocess (tests/faultrun.py holds
 it before its first step), aims a second `run` and a second `train` at the same folders,
@@ -120,12 +122,13 @@ def test_unreadable_lock_is_taken_over(tmp_path, content):
 
 
 def test_lock_of_a_live_process_refuses_and_names_it(tmp_path, capsys):
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    out = tmp_path / "run"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": _SRC})
     try:
-        out = tmp_path / "run"
-        out.mkdir()
-        (out / ".alexbench.lock").write_text(f"{sleeper.pid}\n")
-        with pytest.raises(UserError, match=f"PID {sleeper.pid}.*remove {out / '.alexbench.lock'}"):
+        assert sleeper.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"{out}: another alexbench process \\(PID {sleeper.pid}\\) is writing"):
             RunLock(out).acquire()
         rc = main(["train", "--model", "alexnet_cifar", "--framework", "torch", "--out", str(out)])
         refused(rc, capsys.readouterr().err, "train", sleeper.pid)
@@ -134,6 +137,93 @@ def test_lock_of_a_live_process_refuses_and_names_it(tmp_path, capsys):
     finally:
         sleeper.kill()
         sleeper.wait(timeout=60)
+
+
+_SRC = str(Path(__file__).resolve().parents[1])
+# hold the lock of the folder argv[1] until killed
+_HOLDER = """
+import sys, time
+from alexbench.atomic import RunLock
+lock = RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_live_pid_in_an_unlocked_file_is_taken_over(tmp_path):
+    """A PID in the file proves nothing (it may belong to an unrelated process now): only the flock counts."""
+    (tmp_path / ".alexbench.lock").write_text(f"{os.getppid()}\n")  # alive, and not holding the lock
+    with RunLock(tmp_path) as lock:
+        assert lock.took_over_from == os.getppid()
+        assert lock.path.read_text().split() == [str(os.getpid())]
+
+
+# A taker process plays many rounds. Each round: wait for "go" on stdin, try the lock,
+# print "won <PID it took over from>" or "refused <message>"; a winner then waits for "check",
+# prints whether the lock file at its path is still the one it locked and still names it,
+# and releases.
+_TAKER = """
+import os, sys
+from alexbench.atomic import RunLock
+from alexbench.errors import UserError
+for line in sys.stdin:
+    if line.strip() != "go":
+        break
+    lock = RunLock(sys.argv[1])
+    try:
+        lock.acquire()
+    except UserError as exc:
+        print("refused", exc, flush=True)
+        continue
+    mine = os.stat(lock.path).st_ino
+    print("won", lock.took_over_from, flush=True)
+    assert sys.stdin.readline().strip() == "check"
+    intact = os.stat(lock.path).st_ino == mine and lock.path.read_text().split() == [str(os.getpid())]
+    print("intact" if intact else "replaced", flush=True)
+    lock.release()
+"""
+
+
+def test_two_takers_of_a_stale_lock_exactly_one_wins(tmp_path):
+    """Two processes take over the same stale lock at the same moment, 100 times over: exactly one
+    wins each time, the loser names the winner, and the winner's lock file stays in place.
+
+    (The PID-file lock this replaced failed here: both takers could find the PID dead, and the
+    second then deleted the first one's fresh lock file and wrote its own.)
+    """
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock_file = folder / ".alexbench.lock"
+    takers = [subprocess.Popen([sys.executable, "-c", _TAKER, str(folder)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                               env={**os.environ, "PYTHONPATH": _SRC}) for _ in range(2)]
+    stale = dead_pid()
+    try:
+        for round_ in range(100):
+            lock_file.write_text(f"{stale}\n")  # left behind by a process that died holding it
+            for t in takers:
+                t.stdin.write("go\n")
+                t.stdin.flush()
+            lines = [t.stdout.readline().split() for t in takers]
+            won = [i for i, line in enumerate(lines) if line[:1] == ["won"]]
+            assert len(won) == 1, (round_, lines)
+            w = won[0]
+            winner = takers[w]
+            assert lines[w] == ["won", str(stale)], (round_, lines)
+            assert f"another alexbench process (PID {winner.pid}) is writing here" in " ".join(lines[1 - w])
+            assert lock_file.read_text().split() == [str(winner.pid)]
+            winner.stdin.write("check\n")
+            winner.stdin.flush()
+            assert winner.stdout.readline().strip() == "intact", round_
+            while lock_file.exists():  # the winner releases (and removes the file) right after
+                time.sleep(0.001)
+        for t in takers:
+            t.stdin.close()
+            assert t.wait(timeout=60) == 0, t.stderr.read()
+    finally:
+        for t in takers:
+            t.kill()
+            t.wait(timeout=60)
 
 
 def test_release_never_removes_another_owners_lock(tmp_path):
