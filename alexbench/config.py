@@ -8,19 +8,24 @@ with each run (``config.yaml``) and inside each checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alexbench.bounded_yaml import YamlLimit, load_bounded, read_capped
 from alexbench.errors import UserError
 
-__all__ = ["TrainConfig", "OptimizerConfig", "ScheduleConfig", "AugmentConfig", "FinetuneConfig",
+__all__ = ["MAX_SEED", "TrainConfig", "OptimizerConfig", "ScheduleConfig", "AugmentConfig", "FinetuneConfig",
            "load_yaml", "resolve_config", "apply_overrides", "dump_yaml"]
 
 
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (scikit-learn's random_state, Keras) takes 32 bits
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are refused in every float field: an infinite lr or warm-up is never meant
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class OptimizerConfig(_Strict):
@@ -29,11 +34,11 @@ class OptimizerConfig(_Strict):
     both engines. It applies to every parameter, BatchNorm and biases included."""
 
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0)
+    lr: float = Field(0.1, gt=0, le=100)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0, lt=1)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
 
 
@@ -41,7 +46,7 @@ class ScheduleConfig(_Strict):
     """Learning-rate schedule, evaluated per step by one pure function shared by both engines."""
 
     name: Literal["constant", "step", "cosine", "onecycle"] = "onecycle"
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0, le=10000)
     step_epochs: int = Field(30, gt=0)  # for "step": multiply by gamma every step_epochs
     gamma: float = Field(0.1, gt=0, le=1)
     pct_start: float = Field(0.25, gt=0, lt=1)  # for "onecycle": share of steps rising to lr
@@ -76,7 +81,7 @@ class TrainConfig(_Strict):
     epochs: int = Field(24, gt=0, le=10000)
     batch_size: int = Field(256, gt=0, le=65536)
     eval_batch_size: int = Field(500, gt=0, le=65536)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     deterministic: bool = False
     val_fraction: float = Field(0.1, ge=0, lt=1)
     max_train_images: Optional[int] = Field(None, gt=0)  # cap the training split (quick runs)
@@ -120,16 +125,23 @@ def _format_error(exc: ValidationError, origin: str) -> str:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with the safe loader (python tags are refused)."""
+    """Read a YAML mapping with the safe loader (python tags are refused), within the size,
+    depth and alias-expansion bounds of :mod:`alexbench.bounded_yaml`."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_capped(p).decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"{p}: not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{p}: is a folder, not a YAML file") from None
+    except YamlLimit as exc:
+        raise UserError(f"{p}: refused: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{p}: cannot read ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_bounded(text)
+    except YamlLimit as exc:
+        raise UserError(f"{p}: refused: {exc}") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise UserError(f"{p}: not a safe YAML config ({first})") from None
@@ -140,9 +152,11 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, item: str = "") -> Any:
     try:
-        value = yaml.safe_load(text)
+        value = load_bounded(text)
+    except YamlLimit as exc:
+        raise UserError(f"--set {item[:80]}: refused: {exc}") from None
     except yaml.YAMLError:
         return text
     if isinstance(value, str):  # YAML 1.1 reads "1e6" as a string; users mean a number
@@ -169,7 +183,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(nxt, dict):
                 raise UserError(f"--set {item}: {k} is not a section")
             node = nxt
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = _parse_value(value, item)
     return out
 
 

@@ -12,12 +12,13 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from alexbench.atomic import RunLock, atomic_write_json
-from alexbench.config import TrainConfig, apply_overrides, deep_merge, load_yaml, validate
+from alexbench.config import MAX_SEED, TrainConfig, apply_overrides, deep_merge, load_yaml, validate
 from alexbench.errors import UserError
 from alexbench.outputs import check_report_targets, ensure_folder, refuse_foreign
 
@@ -39,14 +40,29 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("alexbench") / "presets" / f"{name}.yaml"))
 
 
+MAX_SEEDS = 100  # seeds per entry: mean ± std needs a handful; each seed is a full training run
+MAX_ENTRIES = 1000  # entries × seeds in one plan
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``--seeds``: ``N`` means seeds 0..N-1; ``a,b,c`` lists them."""
+    """``--seeds``: ``N`` means seeds 0..N-1; ``a,b,c`` lists them (at most :data:`MAX_SEEDS`)."""
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    if text.count(",") >= MAX_SEEDS:
+        raise UserError(f"--seeds: at most {MAX_SEEDS} seeds (got {text.count(',') + 1})")
     try:
-        seeds = [int(v) for v in text.split(",")] if "," in text else list(range(int(text)))
+        if "," in text:
+            seeds = [int(v) for v in text.split(",")]
+        else:
+            n = int(text)
+            if n > MAX_SEEDS:
+                raise UserError(f"--seeds: at most {MAX_SEEDS} seeds (got {n})")
+            seeds = list(range(n))
     except ValueError:
-        raise UserError(f"--seeds: expected a count such as 3 or a list such as 0,1,2 (got {text!r})") from None
+        raise UserError(f"--seeds: expected a count such as 3 or a list such as 0,1,2 (got {shown!r})") from None
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds: need at least one seed, none negative or repeated (got {text!r})")
+        raise UserError(f"--seeds: need at least one seed, none negative or repeated (got {shown!r})")
+    if max(seeds) > MAX_SEED:
+        raise UserError(f"--seeds: {max(seeds)} is too large (seeds go up to {MAX_SEED})")
     return seeds
 
 
@@ -65,8 +81,14 @@ def load_plan(preset: str, config_file: str | None = None, overrides: list[str] 
     if config_file:
         defaults = deep_merge(defaults, load_yaml(config_file))
     seeds = seeds or plan.get("seeds") or [defaults.get("seed", 0)]
+    raw_entries = plan.get("entries") or []
+    if not isinstance(seeds, list) or not isinstance(raw_entries, list):
+        raise UserError(f"{path}: seeds and entries must be lists")
+    if len(seeds) > MAX_SEEDS or len(raw_entries) * len(seeds) > MAX_ENTRIES:
+        raise UserError(f"{path}: {len(raw_entries)} entries × {len(seeds)} seeds is too many "
+                        f"(at most {MAX_SEEDS} seeds and {MAX_ENTRIES} runs in one plan)")
     entries: list[Entry] = []
-    for i, raw in enumerate(plan.get("entries") or []):
+    for i, raw in enumerate(raw_entries):
         if not isinstance(raw, dict) or "model" not in raw or "framework" not in raw:
             raise UserError(f"{path}: entries[{i}]: needs at least model and framework")
         for seed in seeds:
@@ -80,8 +102,7 @@ def load_plan(preset: str, config_file: str | None = None, overrides: list[str] 
             entries.append(Entry(slug, cfg))
     if not entries:
         raise UserError(f"{path}: no entries")
-    slugs = [e.slug for e in entries]
-    dup = {s for s in slugs if slugs.count(s) > 1}
+    dup = {s for s, n in Counter(e.slug for e in entries).items() if n > 1}
     if dup:
         raise UserError(f"{path}: duplicate entries {', '.join(sorted(dup))}")
     return plan, entries

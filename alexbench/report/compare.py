@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
+from alexbench.bounded_yaml import YamlLimit, load_bounded, read_capped
 from alexbench.errors import UserError
 from alexbench.stats import mcnemar_exact, mean_std, paired_difference, wilson_interval
 
@@ -213,9 +214,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _read_config(path: Path) -> tuple[dict[str, Any], str]:
     if not path.is_file():
         return {}, ""
-    text = path.read_text(encoding="utf-8")
     try:
-        cfg = yaml.safe_load(text) or {}
+        text = read_capped(path).decode("utf-8")
+        cfg = load_bounded(text) or {}
+    except (YamlLimit, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(cfg, dict):
