@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from typing import Callable, Sequence
 
 from alexbench import __version__
@@ -52,7 +53,7 @@ def _add_verbosity(p: argparse.ArgumentParser, default: object) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="alexbench", description="The AlexNet challenge, PyTorch vs Keras on CIFAR-10, in one command.")
     p.add_argument("--version", action="version", version=f"alexbench {__version__}")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks and TensorFlow's native logs")
     _add_verbosity(p, NORMAL)
     common = argparse.ArgumentParser(add_help=False)
     _add_verbosity(common, argparse.SUPPRESS)
@@ -128,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    if args.debug or args.verbosity == VERBOSE:
+        from alexbench.frameworks import NATIVE_LOGS_ENV
+
+        os.environ[NATIVE_LOGS_ENV] = "1"  # TensorFlow's native start-up lines too (child processes inherit it)
     try:
         rc = _resolve(COMMANDS[args.command])(args)
         return int(rc or 0)

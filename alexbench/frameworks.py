@@ -6,10 +6,49 @@ backend before Keras is imported, so every module gets the frameworks from here.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+import re
+import sys
+import tempfile
+from typing import Any, Iterator
 
 _threads_set: int | None = None
+
+# TensorFlow's native start-up lines. Those printed before absl::InitializeLog() ignore
+# TF_CPP_MIN_LOG_LEVEL, so they are filtered out of stderr while TensorFlow is imported.
+_NATIVE_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] "  # absl INFO/WARNING records (errors are kept)
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)")
+NATIVE_LOGS_ENV = "ALEXBENCH_NATIVE_LOGS"  # "1": show TensorFlow's native logs (set by --debug / --verbose)
+
+
+def native_logs_wanted() -> bool:
+    return os.environ.get(NATIVE_LOGS_ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Send fd 2 to a temp file while the body runs, then replay every line that is not start-up noise."""
+    if native_logs_wanted():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode("utf-8", "replace").splitlines() if not _NATIVE_NOISE.match(ln)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
 
 
 def _default_threads() -> int:
@@ -26,8 +65,6 @@ def set_threads(threads: int | None) -> int:
     if _threads_set == n:
         return n
     _threads_set = n
-    import sys
-
     if "torch" in sys.modules:
         import torch
 
@@ -53,7 +90,8 @@ def import_torch(threads: int | None = None) -> Any:
 def import_keras(threads: int | None = None) -> Any:
     """Import Keras 3 on the TensorFlow backend, quietly."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not native_logs_wanted():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # INFO and WARNING after absl's start
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     # Load torch and torchvision before TensorFlow: the other order crashes (SIGSEGV) when
     # torchvision later pulls in triton through torch._dynamo (porting and parity import it).
@@ -63,8 +101,9 @@ def import_keras(threads: int | None = None) -> Any:
         import torchvision  # noqa: F401
     except ImportError:
         pass
-    import tensorflow as tf  # noqa: F401
-    import keras
+    with _quiet_native_stderr():
+        import tensorflow as tf  # noqa: F401
+        import keras
 
     if keras.backend.backend() != "tensorflow":
         from alexbench.errors import UserError
