@@ -1,7 +1,7 @@
-"""Forward FLOPs per image, counted by walking each framework's built model.
+"""Forward FLOPs per image: torch's own counter for torch models, a layer walker for Keras.
 
-Convention: a multiply-add is 2 FLOPs. Only convolutions and dense layers are
-counted, each as ``2 x (output elements) x (inputs per output)``, where inputs per
+Convention: a multiply-add is 2 FLOPs. Convolutions and matrix products (dense layers)
+are counted, each as ``2 x (output elements) x (inputs per output)``, where inputs per
 output is ``in_channels / groups x kh x kw`` for a convolution and ``in_features`` for a
 dense layer. Biases, BatchNorm, ReLU, pooling, LRN and dropout are not counted. They
 are well under 1% of the total for every registered model. These figures are
@@ -9,9 +9,11 @@ therefore twice torchvision's ``_ops`` and fvcore's "flops", which count
 multiply-adds. Example: AlexNet with 1000 classes is 0.714 GMAC in torchvision's
 table and 1.43 GFLOPs here.
 
-The two walkers are independent: the torch one hooks the modules during a forward
-pass, and the Keras one reads the built layers' shapes. That is why equal figures are
-evidence that the two definitions agree.
+The two counts are independent: torch's comes from
+:class:`torch.utils.flop_counter.FlopCounterMode`, which counts the aten operators a
+forward pass dispatches (``convolution``, ``addmm``, ``mm``, ...), and the Keras one
+reads the built layers' shapes. That is why equal figures are evidence that the two
+definitions agree (they are equal, to the FLOP, for every registered model).
 """
 
 from __future__ import annotations
@@ -21,39 +23,24 @@ from typing import Any
 
 
 def torch_flops(model: Any, input_size: int) -> int:
-    """FLOPs for one ``(1, 3, input_size, input_size)`` image through a torch model."""
+    """FLOPs for one ``(1, 3, input_size, input_size)`` image through a torch model (eval mode).
+
+    Counted by :class:`torch.utils.flop_counter.FlopCounterMode` over one forward pass.
+    """
     from alexbench.frameworks import import_torch
 
     torch = import_torch()
-    nn = torch.nn
-    total = 0
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def conv_hook(module: Any, inputs: Any, output: Any) -> None:
-        nonlocal total
-        kh, kw = module.kernel_size
-        total += 2 * (output.numel() // output.shape[0]) * (module.in_channels // module.groups) * kh * kw
-
-    def linear_hook(module: Any, inputs: Any, output: Any) -> None:
-        nonlocal total
-        total += 2 * (output.numel() // output.shape[0]) * module.in_features
-
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
     param = next(model.parameters())
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, input_size, input_size, device=param.device, dtype=param.dtype))
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    return int(total)
+    return int(counter.get_total_flops())
 
 
 def keras_flops(model: Any) -> int:
@@ -75,8 +62,8 @@ def flops_per_image(name: str, num_classes: int = 10, framework: str = "torch", 
     """Forward FLOPs for one image of registered model ``name`` (see the module docstring).
 
     The figure is the same for both frameworks; ``parity`` and the tests check that.
-    (The torch model is built on the CPU, not the "meta" device: a meta forward pass
-    imports torch._dynamo and triton, which crashes a process that has TensorFlow loaded.)
+    (The torch model is built on the CPU and run on one image. FlopCounterMode imports
+    torch._dynamo and triton; the tests run it in a process that has TensorFlow loaded.)
     """
     from alexbench.models import create_model, get_spec
 
