@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from alexbench.bounded_yaml import YamlLimit, load_bounded, read_capped
 from alexbench.errors import UserError
+from alexbench.models.options import ModelOptions
 
 __all__ = ["MAX_SEED", "TrainConfig", "OptimizerConfig", "ScheduleConfig", "AugmentConfig", "FinetuneConfig",
            "load_yaml", "resolve_config", "apply_overrides", "dump_yaml"]
@@ -77,7 +79,8 @@ class TrainConfig(_Strict):
     framework: Literal["torch", "keras"] = "torch"
     pretrained: Optional[str] = None  # None, "imagenet", or a weights path
     weights: Optional[str] = None  # offline file for pretrained="imagenet"
-    model_options: dict[str, Any] = Field(default_factory=dict)
+    # typed by ``model`` (alexbench.models.options): an unknown option or a bad value is refused by name
+    model_options: SerializeAsAny[ModelOptions] = Field(default_factory=dict, validate_default=True)
     epochs: int = Field(24, gt=0, le=10000)
     batch_size: int = Field(256, gt=0, le=65536)
     eval_batch_size: int = Field(500, gt=0, le=65536)
@@ -102,6 +105,23 @@ class TrainConfig(_Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     tta_flip: bool = True  # average logits of the image and its mirror at evaluation
 
+    @field_validator("model_options", mode="before")
+    @classmethod
+    def _typed_options(cls, value: Any, info: ValidationInfo) -> Any:
+        from alexbench.models import MODELS
+
+        spec = MODELS.get(info.data.get("model"))  # type: ignore[arg-type]
+        if isinstance(value, ModelOptions):
+            value = value.model_dump()
+        if spec is None:  # an unknown model is reported by name where it is used
+            if value:
+                raise ValueError(f"model {info.data.get('model')!r} is not registered, so its options cannot be "
+                                 f"checked; valid models: {', '.join(MODELS)}")
+            return ModelOptions()
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping of {info.data.get('model')} options, got {type(value).__name__}")
+        return spec.options_type.model_validate(value)
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         if self.framework == "torch" and not (self.device in ("auto", "cpu", "mps", "cuda")
@@ -112,13 +132,21 @@ class TrainConfig(_Strict):
         return self
 
 
-def _format_error(exc: ValidationError, origin: str) -> str:
+def _format_error(exc: ValidationError, origin: str, data: Any = None) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
     msg = err.get("msg", "invalid")
+    if msg.startswith("Value error, "):  # a ValueError of our own validators: its text says it all
+        msg = msg[len("Value error, "):]
     if err.get("type") == "extra_forbidden":
         msg = "unknown key"
-    elif "input" in err and err.get("type") != "missing":
+        if err["loc"][:1] == ("model_options",) and len(err["loc"]) == 2 and isinstance(data, dict):
+            from alexbench.models import MODELS
+
+            spec = MODELS.get(data.get("model", TrainConfig.model_fields["model"].default))
+            if spec is not None:
+                msg = f"unknown option of {spec.name}; valid options: {', '.join(spec.options) or 'none'}"
+    elif "input" in err and err.get("type") not in ("missing", "value_error"):
         msg = f"{msg} (got {err['input']!r})"
     where = f"{origin}: " if origin else ""
     return f"{where}{loc + ': ' if loc else ''}{msg}"
@@ -205,7 +233,7 @@ def validate(data: dict, origin: str = "config") -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_format_error(exc, origin)) from None
+        raise UserError(_format_error(exc, origin, data)) from None
 
 
 def resolve_config(config_file: str | None = None, overrides: list[str] | None = None,

@@ -51,9 +51,9 @@ def test_unknown_model_lists_valid_names():
     ({"framework": "jax"}, "framework"),
     ({"num_classes": 0}, "num_classes"),
     ({"depth": 3}, "unknown option 'depth'; valid options: dropout, width"),
-    ({"width": 0}, "width must be > 0"),
-    ({"dropout": 1.0}, "dropout"),
-    ({"width": "wide"}, "width must be a number"),
+    ({"width": 0}, "option width: Input should be greater than 0"),
+    ({"dropout": 1.0}, "option dropout: Input should be less than 1"),
+    ({"width": "wide"}, "option width: Input should be a valid number"),
 ])
 def test_bad_arguments_are_user_errors(kwargs, match):
     args = {"framework": "torch", **kwargs}

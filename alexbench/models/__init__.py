@@ -9,7 +9,8 @@ Contracts:
 - A torch model takes float NCHW input, normalised, at ``input_size``. A Keras model
   takes float NHWC input. Both return logits (no softmax).
 - ``create_model(name, framework, num_classes, pretrained=None|"imagenet"|PATH,
-  weights=None|PATH, **options)``.
+  weights=None|PATH, **options)``; the options are typed per model
+  (:mod:`alexbench.models.options`).
 - ``count_params``, ``flops_per_image``: equal across frameworks (``parity`` checks).
 - Fine-tuning: ``head_layer_names``, ``set_base_trainable``, ``torch_train_mode``,
   ``reset_classifier``.
@@ -26,20 +27,24 @@ Preprocessing names used in ``ModelSpec.default_norm`` / ``pretrained_norm``:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
+
+from pydantic import ValidationError
 
 from alexbench.errors import UserError
 from alexbench.models.finetune import reset_classifier, set_base_trainable, torch_train_mode
 from alexbench.models.flops import flops_per_image
+from alexbench.models.options import (AlexNet2012Options, AlexNetCifarOptions, AlexNetOptions, ModelOptions,
+                                      VGG16Options)
 from alexbench.models.pretrained import WeightsUnavailable
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "keras")
-NORM_OPTIONS: tuple[str, ...] = ("lrn", "batch", "none")
 
 __all__ = [
-    "FRAMEWORKS", "MODELS", "ModelSpec", "WeightsUnavailable", "count_params", "create_model", "flops_per_image",
-    "get_spec", "head_layer_names", "reset_classifier", "resolve_options", "set_base_trainable", "torch_train_mode",
+    "FRAMEWORKS", "MODELS", "ModelSpec", "WeightsUnavailable", "check_options", "count_params", "create_model",
+    "flops_per_image", "get_spec", "head_layer_names", "reset_classifier", "resolve_options", "set_base_trainable",
+    "torch_train_mode",
 ]
 
 
@@ -47,7 +52,8 @@ __all__ = [
 class ModelSpec:
     """What the rest of alexbench needs to know about one registered model.
 
-    ``options`` maps each user option to its default. ``head`` lists the classifier
+    ``options_type`` is the model's typed options (:mod:`alexbench.models.options`);
+    ``options`` maps each of them to its default. ``head`` lists the classifier
     layers, which stay trainable when the base is frozen; the last of them is the
     one ``reset_classifier`` replaces. ``parity_variants`` are the option sets that
     ``alexbench parity`` checks, one for each distinct layer structure.
@@ -59,9 +65,14 @@ class ModelSpec:
     default_norm: str
     pretrained_norm: dict[str, str]
     description: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options_type: type[ModelOptions] = ModelOptions
     head: tuple[str, ...] = ("fc6", "fc7", "fc8")
     parity_variants: tuple[dict[str, Any], ...] = ({},)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Each option's default."""
+        return self.options_type().model_dump()
 
     @property
     def classifier(self) -> str:
@@ -91,7 +102,7 @@ _register(ModelSpec(
     pretrained_norm={"torch": "imagenet", "keras": "imagenet"},
     description="torchvision's AlexNet: conv 64-192-384-256-256, avgpool 6x6, fc 4096-4096; "
                 "ImageNet weights (Keras: ported from torchvision)",
-    options={"dropout": 0.5},
+    options_type=AlexNetOptions,
 ))
 _register(ModelSpec(
     name="alexnet2012",
@@ -101,7 +112,7 @@ _register(ModelSpec(
     pretrained_norm={},
     description="Krizhevsky et al. 2012, one tower: conv 96-256-384-384-256, LRN after conv1/conv2, "
                 "overlapping pools; norm=lrn|batch|none",
-    options={"dropout": 0.5, "norm": "lrn"},
+    options_type=AlexNet2012Options,
     parity_variants=({"norm": "lrn"}, {"norm": "batch"}, {"norm": "none"}),
 ))
 _register(ModelSpec(
@@ -112,7 +123,7 @@ _register(ModelSpec(
     pretrained_norm={},
     description="AlexNet for 32x32 without upscaling: 3x3 stride-1 conv+BN 64-192-384-256-256, "
                 "3 pools, fc 1024-1024; width, dropout",
-    options={"dropout": 0.25, "width": 1.0},
+    options_type=AlexNetCifarOptions,
 ))
 _register(ModelSpec(
     name="vgg16",
@@ -122,7 +133,7 @@ _register(ModelSpec(
     pretrained_norm={"torch": "imagenet", "keras": "caffe"},
     description="VGG-16 in torchvision / keras.applications layout; ImageNet weights "
                 "(torch: torchvision, Keras: keras.applications, convolutions only)",
-    options={"dropout": 0.5},
+    options_type=VGG16Options,
     head=("fc1", "fc2", "predictions"),
 ))
 
@@ -135,41 +146,31 @@ def get_spec(name: str) -> ModelSpec:
         raise UserError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}") from None
 
 
-def _round8(channels: float) -> int:
-    return max(8, int(round(channels / 8)) * 8)
-
-
-def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Check user options for ``name`` and turn them into builder keyword arguments.
-
-    Unknown options and bad values are UserErrors. ``width`` (alexnet_cifar) becomes
-    ``channels``: each of 64-192-384-256-256 times width, rounded to a multiple of 8.
-    """
+def check_options(name: str, options: Any) -> ModelOptions:
+    """``options`` (a dict or an options object) as ``name``'s typed options, or a UserError
+    naming the model and the option: ``model alexnet_cifar: option width: ...``."""
     spec = get_spec(name)
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        valid = ", ".join(spec.options) or "none"
-        raise UserError(f"model {name}: unknown option {unknown[0]!r}; valid options: {valid}")
-    kwargs: dict[str, Any] = {}
-    for key, value in {**spec.options, **options}.items():
-        if key == "norm":
-            if value not in NORM_OPTIONS:
-                raise UserError(f"model {name}: option norm must be one of {'|'.join(NORM_OPTIONS)} (got {value!r})")
-            kwargs["norm"] = value
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"model {name}: option {key} must be a number (got {value!r})") from None
-        if key == "dropout":
-            if not 0.0 <= number < 1.0:
-                raise UserError(f"model {name}: option dropout must be in [0, 1) (got {value!r})")
-            kwargs["dropout"] = number
-        elif key == "width":
-            if not number > 0:
-                raise UserError(f"model {name}: option width must be > 0 (got {value!r})")
-            kwargs["channels"] = tuple(_round8(c * number) for c in (64, 192, 384, 256, 256))
-    return kwargs
+    if isinstance(options, spec.options_type):
+        return options
+    try:
+        return spec.options_type.model_validate(dict(options))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            valid = ", ".join(spec.options) or "none"
+            raise UserError(f"model {name}: unknown option {key!r}; valid options: {valid}") from None
+        raise UserError(f"model {name}: option {key}: {err.get('msg', 'invalid')} (got {err.get('input')!r})") \
+            from None
+
+
+def resolve_options(name: str, options: Any) -> dict[str, Any]:
+    """Check options for ``name`` (see :func:`check_options`) and return the builder's keyword arguments.
+
+    ``width`` (alexnet_cifar) becomes ``channels``: each of 64-192-384-256-256 times
+    width, rounded to a multiple of 8.
+    """
+    return check_options(name, options).builder_kwargs()
 
 
 def create_model(name: str, framework: str, num_classes: int = 10, pretrained: str | None = None,

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from alexbench.frameworks import import_keras
 from alexbench.models.keras_layers import batch_norm, torch_conv, torch_dense
+from alexbench.models.options import ALEXNET_CIFAR_CHANNELS, ALEXNET_CIFAR_HIDDEN
 
 keras = import_keras()
 layers = keras.layers
 
-CHANNELS = (64, 192, 384, 256, 256)
-HIDDEN = 1024
+CHANNELS = ALEXNET_CIFAR_CHANNELS  # the one definition (the width option scales it)
+HIDDEN = ALEXNET_CIFAR_HIDDEN
 
 
 def _conv_bn(x, i: int, c_in: int, c_out: int):

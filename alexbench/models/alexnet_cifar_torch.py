@@ -36,12 +36,13 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from alexbench.frameworks import import_torch
+from alexbench.models.options import ALEXNET_CIFAR_CHANNELS, ALEXNET_CIFAR_HIDDEN
 
 torch = import_torch()
 nn = torch.nn
 
-CHANNELS = (64, 192, 384, 256, 256)
-HIDDEN = 1024
+CHANNELS = ALEXNET_CIFAR_CHANNELS  # the one definition (the width option scales it)
+HIDDEN = ALEXNET_CIFAR_HIDDEN
 
 
 def _conv_bn(i: int, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
