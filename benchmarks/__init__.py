@@ -19,5 +19,7 @@ Modules: :mod:`benchmarks.harness` (workers and rounds), :mod:`benchmarks.worker
 ``model.fit``), :mod:`benchmarks.mfu` (GEMM peak and model-FLOP utilisation),
 :mod:`benchmarks.profiles` (where the time goes), :mod:`benchmarks.trainrun` (one
 ``alexbench.train.train`` run in a fresh process), :mod:`benchmarks.run` (the suite) and
-:mod:`benchmarks.time_to_accuracy`.
+:mod:`benchmarks.time_to_accuracy`; :mod:`benchmarks.arrays` (the image arrays the parent
+writes and the workers map) and :mod:`benchmarks.process` (a worker's CPU time and peak
+RSS) sit below all of them, so no two modules import each other.
 """

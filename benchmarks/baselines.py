@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from benchmarks.worker import load_arrays, max_rss_bytes
+from benchmarks.arrays import load_arrays
+from benchmarks.process import max_rss_bytes
 
 
 class PlainTorchLoop:

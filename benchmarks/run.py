@@ -39,6 +39,7 @@ import numpy as np
 
 from benchmarks.harness import (REPO, BenchError, Config, Machine, Worker, interleave, median, paired_ratio,
                                 summary)
+from benchmarks.arrays import save_arrays
 from benchmarks.mfu import mfu, training_flops
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -167,10 +168,7 @@ def prepare_data(source: str | None, s: Settings, work: Path) -> dict:
     rng = np.random.default_rng(0)
     tr = np.sort(rng.permutation(len(y_tr))[: s.train_images])
     te = np.sort(rng.permutation(len(y_te))[: s.test_images])
-    np.save(data_dir / "x_train.npy", np.ascontiguousarray(x_tr[tr]))
-    np.save(data_dir / "y_train.npy", np.asarray(y_tr[tr], np.int64))
-    np.save(data_dir / "x_test.npy", np.ascontiguousarray(x_te[te]))
-    np.save(data_dir / "y_test.npy", np.asarray(y_te[te], np.int64))
+    save_arrays(data_dir, {"x_train": x_tr[tr], "y_train": y_tr[tr], "x_test": x_te[te], "y_test": y_te[te]})
     desc["num_classes"] = int(max(int(y_tr.max()), int(y_te.max())) + 1)
     desc.update({"benchmark_train_images": int(min(s.train_images, len(y_tr))),
                  "benchmark_test_images": int(min(s.test_images, len(y_te))), "dir": str(data_dir)})

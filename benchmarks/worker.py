@@ -17,32 +17,12 @@ import os
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def load_arrays(data_dir: str, mmap: bool = True) -> dict[str, np.ndarray]:
-    """The benchmark's arrays, written once by the parent (``x_train.npy`` ... ``y_test.npy``)."""
-    mode = "r" if mmap else None
-    return {name: np.load(Path(data_dir) / f"{name}.npy", mmap_mode=mode)
-            for name in ("x_train", "y_train", "x_test", "y_test")}
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished children."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def max_rss_bytes() -> int:
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+from benchmarks.arrays import load_arrays
+from benchmarks.process import cpu_seconds, max_rss_bytes
 
 
 class EngineTarget:

@@ -10,17 +10,49 @@ from __future__ import annotations
 import numpy as np
 
 
+def test_benchmark_modules_import_no_cycle():
+    """Every benchmarks module imports only modules below it (no pair imports each other)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    deps: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # function-level imports count too
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benchmarks."):
+                names.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("benchmarks."))
+        deps[path.stem] = names
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in deps.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    assert "baselines" in deps["worker"]  # the graph was read
+    assert [m for m in deps if m in reach(m)] == []
+
+
 def test_worker_rounds_and_tables(tmp_path):
     from benchmarks.harness import Config, Machine, Worker, interleave, paired_ratio, summary
     from benchmarks.run import build_tables, render
 
+    from benchmarks.arrays import load_arrays, save_arrays
+
     rng = np.random.default_rng(0)
     data = tmp_path / "arrays"
     data.mkdir()
-    np.save(data / "x_train.npy", rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8))
-    np.save(data / "y_train.npy", rng.integers(0, 10, 64).astype(np.int64))
-    np.save(data / "x_test.npy", rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8))
-    np.save(data / "y_test.npy", rng.integers(0, 10, 32).astype(np.int64))
+    arrays = {"x_train": rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), "y_train": rng.integers(0, 10, 64),
+              "x_test": rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 32)}
+    save_arrays(data, arrays)
+    back = load_arrays(data)
+    assert all(np.array_equal(back[k], arrays[k]) for k in arrays) and back["y_train"].dtype == np.int64
 
     logs = tmp_path / "logs"
     gemm = Worker("gemm", {"kind": "gemm", "sizes": [128], "reps": 2, "threads": 1}, logs)
