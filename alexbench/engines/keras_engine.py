@@ -127,8 +127,7 @@ class KerasEngine:
         return x
 
     def _train_step(self, x_u8, y):  # noqa: ANN001, ANN202
-        tf, cfg = self.tf, self.cfg
-        o = cfg.optimizer
+        tf = self.tf
         model = self.model
         tvars = model.trainable_variables
         x = self._prep(x_u8)
@@ -140,13 +139,22 @@ class KerasEngine:
         grads = tape.gradient(scaled, tvars)
         if self._loss_scale != 1.0:
             grads = [g / self._loss_scale for g in grads]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            # as torch's GradScaler: an overflowed fp16 step changes nothing (weights, momentum, step count)
+            tf.cond(finite, lambda: self._apply(tvars, grads), lambda: tf.constant(False))
+        else:
+            self._apply(tvars, grads)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int64), y), tf.int64))
+        return loss, correct
+
+    def _apply(self, tvars, grads):  # noqa: ANN001, ANN202
+        """The optimizer update, torch's semantics; returns True (a value for tf.cond)."""
+        tf, o = self.tf, self.cfg.optimizer
         lr = self._lr
         self._t.assign_add(1)
         t = tf.cast(self._t, tf.float32)
         for v, g in zip(tvars, grads):
             g = tf.cast(g, v.dtype)
-            g = tf.where(finite, g, tf.zeros_like(g))
             slots = self._slots[v.path]
             if o.name == "sgd":
                 if o.weight_decay:
@@ -172,8 +180,7 @@ class KerasEngine:
                 bc2 = 1 - tf.pow(b2, t)
                 denom = tf.sqrt(s) / tf.sqrt(bc2) + o.eps
                 v.assign_sub((lr / bc1) * m / denom)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int64), y), tf.int64))
-        return loss, correct
+        return tf.constant(True)
 
     def _eval_step(self, x_u8, y):  # noqa: ANN001, ANN202
         tf = self.tf
