@@ -8,6 +8,11 @@ leaves either the old file or the new one, never half of one.
 A temporary file is named ``.<target>.<host>-<pid>-<random><suffix>.tmp``. A writer
 killed mid-write (SIGKILL, OOM killer) cannot remove its own; the next atomic write
 into the same folder removes every such file whose writer, on this host, is gone.
+
+Every rename that publishes a file goes through :func:`publish`, which tells the
+hooks registered with :func:`add_file_hook`: once before the rename (the complete
+temp file is in place) and once after it (before the folder is fsynced). Tests use
+this to stop a process at exactly these moments.
 """
 
 from __future__ import annotations
@@ -21,11 +26,33 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from alexbench.errors import UserError
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "remove_stale_temps", "RunLock"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "remove_stale_temps", "RunLock",
+           "FileHook", "add_file_hook", "publish"]
+
+#: ``hook(temp, target, when)``: ``when`` is "renaming" (just before ``temp`` replaces ``target``)
+#: or "renamed" (just after, before the folder is fsynced)
+FileHook = Callable[[Path, Path, str], None]
+_file_hooks: list[FileHook] = []
+
+
+def add_file_hook(hook: FileHook) -> Callable[[], None]:
+    """Call ``hook`` around every rename that publishes a file; returns a function that removes it."""
+    _file_hooks.append(hook)
+    return lambda: _file_hooks.remove(hook) if hook in _file_hooks else None
+
+
+def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """``os.replace(tmp, target)``, with the file hooks told before and after."""
+    tmp, target = Path(tmp), Path(target)
+    for hook in list(_file_hooks):
+        hook(tmp, target, "renaming")
+    os.replace(tmp, target)
+    for hook in list(_file_hooks):
+        hook(tmp, target, "renamed")
 
 
 def _umask() -> int:
@@ -99,7 +126,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        publish(tmp, target)
         _fsync_dir(target.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

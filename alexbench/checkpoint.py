@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from alexbench.atomic import atomic_path
+from alexbench.atomic import atomic_path, publish
 from alexbench.errors import UserError
 from alexbench.log import get_logger
+from alexbench.rundir import CHECKPOINTS
 
 log = get_logger(__name__)
 
@@ -22,7 +23,7 @@ EXT = {"torch": ".pt", "keras": ".npz"}
 
 
 def ckpt_path(run_dir: Path, name: str, framework: str) -> Path:
-    return Path(run_dir) / "checkpoints" / f"{name}{EXT[framework]}"
+    return Path(run_dir) / CHECKPOINTS / f"{name}{EXT[framework]}"
 
 
 def save(run_dir: Path, name: str, framework: str, writer: Callable[[str], None], keep_previous: bool = True) -> Path:
@@ -35,7 +36,7 @@ def save(run_dir: Path, name: str, framework: str, writer: Callable[[str], None]
         link_tmp.unlink(missing_ok=True)
         try:
             os.link(target, link_tmp)
-            os.replace(link_tmp, prev)
+            publish(link_tmp, prev)
             # if prev already was this same file (a crash came between the previous link and its new
             # target), rename() of two names of one file does nothing (POSIX) and leaves link_tmp behind
             link_tmp.unlink(missing_ok=True)

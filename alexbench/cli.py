@@ -25,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "models": "alexbench.models.commands:models_command",
     "parity": "alexbench.models.commands:parity_command",
     "train": "alexbench.train:train_command",
-    "eval": "alexbench.train:eval_command",
+    "eval": "alexbench.evaluate:eval_command",
     "run": "alexbench.runner:run_command",
     "compare": "alexbench.report.commands:compare_command",
     "report": "alexbench.report.commands:report_command",

@@ -252,6 +252,6 @@ def resolve_config(config_file: str | None = None, overrides: list[str] | None =
 
 def dump_yaml(cfg: TrainConfig) -> str:
     """The resolved config as saved in a run folder; its first line marks the file as alexbench's."""
-    from alexbench.outputs import CONFIG_HEADER
+    from alexbench.rundir import CONFIG_HEADER
 
     return CONFIG_HEADER + "\n" + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

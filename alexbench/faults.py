@@ -64,6 +64,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from alexbench.data.dataset import CIFAR10_CLASSES as CLASSES
+from alexbench.rundir import run_slug
+
 __all__ = ["KERAS_BOUND", "Trial", "plan_trials", "run_suite", "summary_line", "toy_arrays", "main"]
 
 #: largest absolute difference allowed between a resumed keras run and its reference, over every
@@ -75,8 +78,6 @@ EVERY_STEP = 1e-6  # checkpoint_minutes that makes the loop checkpoint after eve
 EPOCH_ENDS = 10.0  # ... and one that leaves only the epoch-end checkpoints
 PHASES = ["batch", "checkpoint", "eval", "report", "timed", "checkpoint", "files", "batch", "cache", "corrupt"]
 KERAS_PHASES = ["checkpoint", "batch", "eval", "timed"]
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-SLUG = "alexnet_cifar-{fw}-scratch-s0"
 
 
 # ----------------------------------------------------------------------------- the tiny experiment
@@ -466,7 +467,7 @@ def _inspect(root: Path, fw: str, mode: str, final: bool) -> dict:
     out: dict[str, Any] = {"broken": broken, "sizes": {str(p.relative_to(root)): p.stat().st_size
                                                       for p in _published(root)}}
     if final:
-        run_dir = root / "run" / (SLUG.format(fw=fw) if mode == "run" else "")
+        run_dir = root / "run" / (run_slug("alexnet_cifar", fw, None, 0) if mode == "run" else "")
         m = json.loads((run_dir / "metrics.json").read_text())
         ext = ".pt" if fw == "torch" else ".npz"
         out["learned"] = {"test": m["test"], "best_epoch": m["best_epoch"],

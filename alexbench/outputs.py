@@ -29,17 +29,14 @@ from typing import Callable, Mapping
 
 from alexbench.atomic import atomic_path, atomic_write_text
 from alexbench.errors import UserError
+from alexbench.rundir import CONFIG_HEADER, RUN_FILES, is_run_folder
 
 __all__ = ["CONFIG_HEADER", "MANIFEST", "ensure_folder", "check_file_target", "refuse_foreign",
            "is_run_folder", "claim_run_folder", "check_json_output", "check_report_targets", "publish_folder", "unwritable"]
 
-CONFIG_HEADER = "# alexbench: the resolved config of this run"
 MD_MARKER = "<!-- generator: alexbench"
 MANIFEST = ".alexbench-files.json"
 _MANIFEST_FORMAT = "alexbench-files-v1"
-# what a run writes into its folder (DESIGN.md), in the order it first writes them
-RUN_FILES = ("config.yaml", "log.txt", "state.json", "history.csv", "metrics.json", "predictions.npz",
-             "checkpoints", "resources.csv")
 _PROBE = 4096  # markers sit in the first (or last) few bytes; never read a user's whole file
 
 
@@ -144,19 +141,6 @@ def check_report_targets(html_out: Path, *, force: bool = False) -> tuple[Path, 
         if os.path.lexists(md_out) and not md_is_ours(md_out):
             raise refuse_foreign(md_out, "-o", "the report's Markdown twin goes there")
     return md_out, files_dir
-
-
-def is_run_folder(folder: Path) -> bool:
-    """True when ``folder`` holds a run that alexbench wrote (any version)."""
-    state = folder / "state.json"
-    if state.is_file() and state.stat().st_size < 1 << 20:
-        try:
-            data = json.loads(state.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = None
-        if isinstance(data, dict) and "status" in data and "epochs" in data:
-            return True
-    return _head(folder / "config.yaml", len(CONFIG_HEADER)) == CONFIG_HEADER.encode()
 
 
 def claim_run_folder(folder: Path, force: bool = False) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from alexbench import rundir
 from alexbench.atomic import RunLock, atomic_write_json
 from alexbench.config import MAX_SEED, TrainConfig, apply_overrides, deep_merge, load_yaml, validate
 from alexbench.errors import UserError
@@ -97,9 +98,7 @@ def load_plan(preset: str, config_file: str | None = None, overrides: list[str] 
             if overrides:
                 data = apply_overrides(data, overrides)
             cfg = validate(data, f"{path}: entries[{i}]")
-            kind = "scratch" if not cfg.pretrained else "pretrained"
-            slug = f"{cfg.model}-{cfg.framework}-{kind}-s{seed}"
-            entries.append(Entry(slug, cfg))
+            entries.append(Entry(rundir.run_slug(cfg.model, cfg.framework, cfg.pretrained, seed), cfg))
     if not entries:
         raise UserError(f"{path}: no entries")
     dup = {s for s, n in Counter(e.slug for e in entries).items() if n > 1}
@@ -140,7 +139,7 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
 
     plan, entries = load_plan(preset, config_file, overrides, seeds)
     out = ensure_folder(out_dir, "--out")
-    status_path = out / "run.json"
+    status_path = out / rundir.RUN_STATUS
     with RunLock(out, ".alexbench-run.lock"):
         status = _read_status(status_path, force)
         if status and not resume:
@@ -157,7 +156,7 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
         skipped: list[dict] = []
 
         def report(*_: object) -> None:
-            dirs = [out / e.slug for e in entries if (out / e.slug / "history.csv").exists()]
+            dirs = [out / e.slug for e in entries if (out / e.slug / rundir.HISTORY).exists()]
             if not (dirs or skipped):
                 return
             try:
@@ -170,13 +169,13 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
             prev = status["entries"].get(e.slug, {})
             if prev.get("status") == "skipped":
                 prev = {}  # weights may be available now: try again
-            if prev.get("status") == "finished" and (out / e.slug / "metrics.json").exists():
+            if prev.get("status") == "finished" and (out / e.slug / rundir.METRICS).exists():
                 print(f"[{k}/{len(entries)}] {e.slug}: finished earlier, skipping", file=sys.stderr)
                 continue
             print(f"[{k}/{len(entries)}] {e.slug}", file=sys.stderr, flush=True)
             cfg = _with_offline_weights(e.cfg, weights_dir)
             run_dir = out / e.slug
-            can_resume = resume and (run_dir / "config.yaml").exists()
+            can_resume = resume and (run_dir / rundir.CONFIG).exists()
             status["entries"][e.slug] = {"status": "running"}
             atomic_write_json(status_path, status)
             try:
@@ -222,7 +221,7 @@ def _read_status(path: Path, force: bool) -> dict:
 
 def _drop_empty_run(run_dir: Path) -> None:
     """A skipped entry leaves no half run behind: only files this run itself created are removed."""
-    for name in ("config.yaml", "state.json", "log.txt"):
+    for name in (rundir.CONFIG, rundir.STATE, rundir.LOG):
         (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.rmdir()

@@ -1,14 +1,12 @@
 """One run: the shared training loop, evaluation and the run folder.
 
 The loop is framework-neutral; an :class:`~alexbench.engines.Engine` does the
-framework work. Everything a run produces goes into its run folder (see DESIGN.md):
-``config.yaml``, ``history.csv``, ``metrics.json``, ``predictions.npz``,
-``checkpoints/{last,best}.*`` and ``log.txt``; ``state.json`` says how far it got.
+framework work. Everything a run produces goes into its run folder, whose files and
+formats :mod:`alexbench.rundir` defines (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import platform
@@ -21,37 +19,26 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import yaml
 
 from alexbench import __version__
 from alexbench import checkpoint as ckpt
-from alexbench.atomic import RunLock, atomic_path, atomic_write_json, atomic_write_text
+from alexbench import rundir
+from alexbench.atomic import RunLock
 from alexbench.config import TrainConfig, dump_yaml, resolve_config, validate
 from alexbench.data.stream import BatchStream, Splits, eval_batches, normalization, prefetch, split_train_val, \
     take_balanced
+from alexbench.engines import Engine
 from alexbench.errors import TrainingDiverged, UserError
+from alexbench.hooks import Hooks, observe_eval
 from alexbench.metrics import classification_metrics
-from alexbench.outputs import check_json_output, claim_run_folder, ensure_folder, is_run_folder
+from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder
 from alexbench.schedule import lr_at
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "elapsed_seconds",
-                   "images_per_second"]
 WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, allocator warm-up
 
 
-def code_version() -> str:
-    """alexbench version plus a hash of its own source files (what ran, even outside git)."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    return f"{__version__}+src.{h.hexdigest()[:12]}"
-
-
 def entry_label(cfg: TrainConfig) -> str:
-    kind = "scratch" if not cfg.pretrained else ("imagenet" if cfg.pretrained == "imagenet" else "weights")
-    return f"{cfg.model}/{cfg.framework}/{kind}/s{cfg.seed}"
+    return rundir.entry_label(cfg.model, cfg.framework, cfg.pretrained, cfg.seed)
 
 
 def peak_rss_bytes() -> int:
@@ -59,7 +46,7 @@ def peak_rss_bytes() -> int:
     return int(ru if sys.platform == "darwin" else ru * 1024)
 
 
-def system_info(engine, threads: int) -> dict:  # noqa: ANN001
+def system_info(engine: Engine, threads: int) -> dict:
     from alexbench.frameworks import cpu_name
 
     versions = {"alexbench": __version__, "numpy": np.__version__, "python": platform.python_version()}
@@ -172,12 +159,13 @@ def _check_model(cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
-          resume: bool = False,
-          on_epoch_end: Callable[[Path, dict], None] | None = None, quiet: bool | None = None,
-          force: bool = False) -> dict:
+          resume: bool = False, on_epoch_end: Callable[[Path, dict], None] | None = None,
+          quiet: bool | None = None, force: bool = False, hooks: Hooks | None = None) -> dict:
     """Train and evaluate one model in one framework; returns the metrics dict (also in metrics.json).
 
     A folder that is not an alexbench run and holds files a run writes is refused unless ``force``.
+    ``on_epoch_end(run_folder, history_row)`` runs after each epoch's files are written;
+    ``hooks`` (see :mod:`alexbench.hooks`) watch steps, evaluation passes and checkpoints.
     """
     out = ensure_folder(out_dir, "--out")
     if quiet is None:
@@ -185,33 +173,31 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data=None,  # noqa: A
     with RunLock(out) as lock:
         if not resume:
             claim_run_folder(out, force)
-        return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, force)
+        return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, hooks or Hooks(), force)
 
 
 def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
-                  resume: bool,
-                  on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, lock: RunLock,
-                  force: bool = False) -> dict:
-    saved_cfg = out / "config.yaml"
-    have_ckpt = any((out / "checkpoints").glob("last*")) if (out / "checkpoints").exists() else False
+                  resume: bool, on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, lock: RunLock,
+                  hooks: Hooks, force: bool = False) -> dict:
+    saved_cfg = out / rundir.CONFIG
+    ckpt_dir = out / rundir.CHECKPOINTS
+    have_ckpt = any(ckpt_dir.glob("last*")) if ckpt_dir.exists() else False
     if resume:
         if not saved_cfg.exists():
             raise UserError(f"{out}: nothing to resume (no config.yaml); start without --resume")
         from alexbench.config import load_yaml
 
         cfg = validate(load_yaml(saved_cfg), str(saved_cfg))
-        if (out / "metrics.json").exists() and _read_state(out).get("status") == "finished":
-            import json
-
-            return json.loads((out / "metrics.json").read_text())
-    elif ((out / "metrics.json").exists() or have_ckpt) and not (force and not is_run_folder(out)):
+        if (out / rundir.METRICS).exists() and rundir.read_state(out).get("status") == "finished":
+            return rundir.read_json(out / rundir.METRICS)
+    elif ((out / rundir.METRICS).exists() or have_ckpt) and not (force and not is_run_folder(out)):
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
     _check_model(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out / "log.txt", quiet)
+    log = _Log(out / rundir.LOG, quiet)
     if lock.took_over_from:
         log(f"took over a stale lock left by PID {lock.took_over_from}")
-    atomic_write_text(saved_cfg, dump_yaml(cfg))
+    rundir.write_config(out, dump_yaml(cfg))
 
     from alexbench.engines import make_engine
     from alexbench.frameworks import set_threads
@@ -242,41 +228,22 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     info = {
         "entry": entry_label(cfg), "cfg": cfg, "ds": ds, "splits": splits, "engine": engine, "norm": norm,
         "input_size": input_size, "params": (trainable, total), "flops": flops, "threads": threads,
+        "hooks": hooks,
     }
     log(f"{entry_label(cfg)}: {total:,} params, {flops / 1e6:.1f} MFLOPs/image, input {input_size}px, "
         f"{engine.device} {engine.precision}, {len(splits.y_train)} train / {len(splits.y_val)} val / "
         f"{len(splits.y_test)} test from {ds.name}")
-    _write_state(out, "running", prog.epoch, cfg.epochs)
-    _loop(cfg, out, engine, stream, splits, prog, log, on_epoch_end, quiet)
+    rundir.write_state(out, "running", prog.epoch, cfg.epochs)
+    _loop(cfg, out, engine, stream, splits, prog, log, on_epoch_end, quiet, hooks)
     return _finish(out, info, prog, log)
 
 
-def _read_state(out: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((out / "state.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_state(out: Path, status: str, epoch: int, epochs: int, reason: str | None = None) -> None:
-    state = {"status": status, "epoch": epoch, "epochs": epochs, "pid": os.getpid(), "updated": time.time()}
-    if reason:
-        state["reason"] = reason
-    atomic_write_json(out / "state.json", state)
-
-
-def _save_last(out: Path, engine, cfg: TrainConfig, prog: _Progress) -> Path:  # noqa: ANN001
-    meta = {"progress": prog.to_meta(), "config": cfg.model_dump(mode="json"), "code_version": code_version()}
-    return ckpt.save(out, "last", cfg.framework, lambda p: engine.save(p, meta))
-
-
-def _write_history(out: Path, rows: list[dict]) -> None:
-    lines = [",".join(HISTORY_COLUMNS)]
-    for r in rows:
-        lines.append(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in HISTORY_COLUMNS))
-    atomic_write_text(out / "history.csv", "\n".join(lines) + "\n")
+def _save(out: Path, name: str, engine: Engine, cfg: TrainConfig, prog: _Progress, hooks: Hooks) -> Path:
+    """Checkpoint ``name`` (last or best); ``last`` keeps the previous one as ``last.prev``."""
+    meta = rundir.checkpoint_meta(prog.to_meta(), cfg.model_dump(mode="json"))
+    path = ckpt.save(out, name, cfg.framework, lambda p: engine.save(p, meta), keep_previous=name == "last")
+    hooks.checkpoint_written(name, path, meta["progress"])
+    return path
 
 
 def _progress_bar(quiet: bool):  # noqa: ANN202
@@ -288,8 +255,8 @@ def _progress_bar(quiet: bool):  # noqa: ANN202
                     TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True)
 
 
-def _loop(cfg: TrainConfig, out: Path, engine, stream: BatchStream, splits: Splits, prog: _Progress,  # noqa: ANN001
-          log: _Log, on_epoch_end, quiet: bool) -> None:  # noqa: ANN001
+def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, splits: Splits, prog: _Progress,
+          log: _Log, on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, hooks: Hooks) -> None:
     steps = len(stream)
     ckpt_every = cfg.checkpoint_minutes * 60.0
     pretrained_phases = bool(cfg.pretrained) and cfg.finetune.freeze_epochs > 0
@@ -323,10 +290,12 @@ def _loop(cfg: TrainConfig, out: Path, engine, stream: BatchStream, splits: Spli
                     t0 = time.perf_counter()
                     data_s = t0 - t_wait
                     lr = lr_at(prog.global_step, steps, cfg.epochs, cfg.optimizer.lr, cfg.schedule) * lr_scale
+                    hooks.step_start(prog.global_step)
                     loss, correct = engine.train_step(xb, yb, lr)
+                    hooks.step_end(prog.global_step, loss)
                     t1 = time.perf_counter()
                     if not math.isfinite(loss):
-                        _write_state(out, "failed", epoch, cfg.epochs, f"loss became {loss} at epoch {epoch + 1}")
+                        rundir.write_state(out, "failed", epoch, cfg.epochs, f"loss became {loss} at epoch {epoch + 1}")
                         raise TrainingDiverged(
                             f"loss became {loss} at epoch {epoch + 1}, step {prog.step + 1} (lr {lr:.3g}); "
                             f"stopped. The last good checkpoint is kept in {out / 'checkpoints'}; "
@@ -351,10 +320,10 @@ def _loop(cfg: TrainConfig, out: Path, engine, stream: BatchStream, splits: Spli
                         prog.epoch_seconds += time.perf_counter() - t_epoch
                         prog.train_seconds += time.perf_counter() - t_epoch
                         t_epoch = time.perf_counter()
-                        path = _save_last(out, engine, cfg, prog)
+                        path = _save(out, "last", engine, cfg, prog, hooks)
                         last_save = time.perf_counter()
                         if intr.flag:
-                            _write_state(out, "interrupted", epoch, cfg.epochs)
+                            rundir.write_state(out, "interrupted", epoch, cfg.epochs)
                             log(f"interrupted: checkpoint written to {path}; continue with --resume")
                             raise KeyboardInterrupt
                     t_wait = time.perf_counter()
@@ -363,7 +332,7 @@ def _loop(cfg: TrainConfig, out: Path, engine, stream: BatchStream, splits: Spli
                 prog.train_seconds += elapsed
                 if task is not None:
                     bar.remove_task(task)
-                _end_epoch(cfg, out, engine, splits, prog, log, lr)
+                _end_epoch(cfg, out, engine, splits, prog, log, lr, hooks)
                 if on_epoch_end:
                     on_epoch_end(out, prog.history[-1])
         finally:
@@ -371,11 +340,12 @@ def _loop(cfg: TrainConfig, out: Path, engine, stream: BatchStream, splits: Spli
                 bar.stop()
 
 
-def _end_epoch(cfg: TrainConfig, out: Path, engine, splits: Splits, prog: _Progress, log: _Log,  # noqa: ANN001
-               lr: float) -> None:
+def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog: _Progress, log: _Log,
+               lr: float, hooks: Hooks) -> None:
     epoch = prog.epoch
     if len(splits.y_val):
-        probs, val_loss = engine.predict(eval_batches(splits.x_val, splits.y_val, cfg.eval_batch_size))
+        probs, val_loss = engine.predict(observe_eval(eval_batches(splits.x_val, splits.y_val, cfg.eval_batch_size),
+                                                      hooks))
         val_acc = float((probs.argmax(1) == splits.y_val).mean())
     else:
         val_loss, val_acc = float("nan"), float("nan")
@@ -397,12 +367,11 @@ def _end_epoch(cfg: TrainConfig, out: Path, engine, splits: Splits, prog: _Progr
         if cfg.early_stopping_patience and prog.bad_epochs >= cfg.early_stopping_patience:
             prog.stopped_early = True
             log(f"early stopping: no val improvement for {prog.bad_epochs} epochs")
-    _write_history(out, prog.history)
-    meta = {"progress": prog.to_meta(), "config": cfg.model_dump(mode="json"), "code_version": code_version()}
+    rundir.write_history(out, prog.history)
     if improved:  # best is chosen on validation only, never on test
-        ckpt.save(out, "best", cfg.framework, lambda p: engine.save(p, meta), keep_previous=False)
-    _save_last(out, engine, cfg, prog)
-    _write_state(out, "running", prog.epoch, cfg.epochs)
+        _save(out, "best", engine, cfg, prog, hooks)
+    _save(out, "last", engine, cfg, prog, hooks)
+    rundir.write_state(out, "running", prog.epoch, cfg.epochs)
 
 
 def _sample_images(splits: Splits, cfg: TrainConfig, k: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -419,19 +388,18 @@ def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
         engine.load_weights_only(str(best))
         log(f"evaluating the best-on-validation weights (epoch {prog.best_epoch})")
     t0 = time.perf_counter()
-    probs, test_loss = engine.predict(eval_batches(splits.x_test, splits.y_test, cfg.eval_batch_size))
+    probs, test_loss = engine.predict(observe_eval(eval_batches(splits.x_test, splits.y_test, cfg.eval_batch_size),
+                                                  info["hooks"]))
     eval_seconds = time.perf_counter() - t0
     test = classification_metrics(splits.y_test, probs, splits.classes, test_loss)
     y_pred = probs.argmax(1).astype(np.int64)
     wrong = np.flatnonzero(y_pred != splits.y_test)[:32]
     train_imgs, train_labels = _sample_images(splits, cfg)
-    with atomic_path(out / "predictions.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, y_true=splits.y_test.astype(np.int64), y_pred=y_pred,
-                                probs=probs.astype(np.float32), mis_images=splits.x_test[wrong],
-                                mis_true=splits.y_test[wrong].astype(np.int64), mis_pred=y_pred[wrong],
-                                mis_index=wrong.astype(np.int64), train_images=train_imgs,
-                                train_labels=train_labels.astype(np.int64))
+    rundir.write_predictions(out, {
+        "y_true": splits.y_test.astype(np.int64), "y_pred": y_pred, "probs": probs.astype(np.float32),
+        "mis_images": splits.x_test[wrong], "mis_true": splits.y_test[wrong].astype(np.int64),
+        "mis_pred": y_pred[wrong], "mis_index": wrong.astype(np.int64), "train_images": train_imgs,
+        "train_labels": train_labels.astype(np.int64)})
     dataset = ds.describe()
     dataset.update({"train": len(splits.y_train), "val": len(splits.y_val), "test": len(splits.y_test),
                     "normalization": info["norm"].to_dict(), "input_size": info["input_size"]})
@@ -447,10 +415,10 @@ def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
         "data_seconds_per_step": prog.data_seconds / max(1, prog.global_step - WARMUP_STEPS),
         "data_share": data_share, "peak_rss_bytes": peak_rss_bytes(),
         "system": system_info(engine, info["threads"]), "config": cfg.model_dump(mode="json"),
-        "code_version": code_version(), "stopped_early": prog.stopped_early, "status": "finished",
+        "code_version": rundir.code_version(), "stopped_early": prog.stopped_early, "status": "finished",
     }
-    atomic_write_json(out / "metrics.json", metrics)
-    _write_state(out, "finished", prog.epoch, cfg.epochs)
+    rundir.write_metrics(out, metrics)
+    rundir.write_state(out, "finished", prog.epoch, cfg.epochs)
     lo, hi = test["accuracy_ci95"]
     log(f"test accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), macro-F1 {test['macro_f1']:.4f}, "
         f"train {prog.train_seconds:.0f}s; run folder {out}")
@@ -477,66 +445,4 @@ def train_command(args) -> int:  # noqa: ANN001
     return 0
 
 
-def evaluate_checkpoint(target: str, data: str | None = None) -> dict:
-    """Evaluate a run folder's best (else last) checkpoint, or a checkpoint file, on a source's test set."""
-    from alexbench.config import load_yaml
-    from alexbench.engines import make_engine, read_checkpoint
-    from alexbench.models import MODELS
-
-    p = Path(target)
-    if not p.exists():
-        raise UserError(f"{p}: not found")
-    if p.is_dir():
-        run_dir = p
-        cands = sorted((p / "checkpoints").glob("best.*")) + sorted((p / "checkpoints").glob("last.*"))
-        cands = [c for c in cands if ".prev" not in c.name and not c.name.endswith(".tmp")]
-        if not cands:
-            raise UserError(f"{p}: no checkpoints/best.* or last.* (is this a run folder?)")
-        ck = cands[0]
-    else:
-        ck, run_dir = p, p.parent.parent
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
-        raise UserError(f"{cfg_path}: not found (a checkpoint is evaluated with its run's config.yaml)")
-    cfg = validate(load_yaml(cfg_path), str(cfg_path))
-    if ck.suffix != ckpt.EXT[cfg.framework]:
-        raise UserError(f"{ck}: expected a {cfg.framework} checkpoint ({ckpt.EXT[cfg.framework]})")
-    blob = read_checkpoint(cfg.framework, str(ck))  # refuse a bad or hostile file before decoding any data
-    if data is None:
-        import json
-
-        try:
-            data = json.loads((run_dir / "metrics.json").read_text())["dataset"]["source"]
-        except (OSError, ValueError, KeyError):
-            data = None
-    ds, splits = prepare_data(cfg, data)
-    spec = MODELS[cfg.model]
-    norm = normalization(pick_normalization(cfg), splits.x_train)
-    engine = make_engine(cfg.model_copy(update={"pretrained": None}), len(splits.classes), norm,
-                         cfg.input_size or spec.input_size)
-    engine.build()
-    engine.load_weights_only(str(ck), blob)
-    t0 = time.perf_counter()
-    probs, loss = engine.predict(eval_batches(splits.x_test, splits.y_test, cfg.eval_batch_size))
-    result = {"checkpoint": str(ck), "dataset": ds.describe(), "eval_seconds": time.perf_counter() - t0,
-              "test": classification_metrics(splits.y_test, probs, splits.classes, loss)}
-    return result
-
-
-def eval_command(args) -> int:  # noqa: ANN001
-    if args.out:  # before the work: never replace a file eval did not write
-        check_json_output(args.out, ("checkpoint", "dataset", "test"), "--out", getattr(args, "force", False))
-    res = evaluate_checkpoint(args.target, args.data)
-    t = res["test"]
-    print(f"{res['checkpoint']} on {res['dataset']['name']} ({t['n']} test images): accuracy {t['accuracy']:.4f} "
-          f"[{t['accuracy_ci95'][0]:.4f}, {t['accuracy_ci95'][1]:.4f}], top-5 {t['top5_accuracy']:.4f}, "
-          f"macro-F1 {t['macro_f1']:.4f}, loss {t['loss']:.4f}")
-    for c, v in t["per_class_accuracy"].items():
-        print(f"  {c:>12s}  {v:.4f}")
-    if args.out:
-        atomic_write_json(args.out, res)
-    return 0
-
-
-__all__ = ["train", "train_command", "eval_command", "evaluate_checkpoint", "code_version", "entry_label",
-           "HISTORY_COLUMNS", "yaml"]
+__all__ = ["train", "train_command", "config_from_args", "prepare_data", "pick_normalization", "entry_label"]

@@ -11,7 +11,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ALEXBENCH_QUIET", "1")
 
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+from alexbench.data.dataset import CIFAR10_CLASSES as CLASSES  # noqa: E402 - after the environment above
 
 
 def synthetic_dataset(n_train_per_class: int = 12, n_test_per_class: int = 4, seed: int = 0, classes=None):

@@ -122,29 +122,25 @@ class _Stop(BaseException):
     """Stands in for a kill in-process: not an Exception, so nothing in the loop catches it."""
 
 
-def _run_until(out: Path, stop_when, monkeypatch) -> None:  # noqa: ANN001
-    """Train (checkpoint after every step) until ``stop_when(prog)`` is true right after a last-checkpoint save."""
-    import alexbench.train as tr
+def _run_until(out: Path, stop_when) -> None:  # noqa: ANN001
+    """Train (checkpoint after every step) until ``stop_when(progress)`` is true right after a last-checkpoint save."""
+    from alexbench.hooks import Hooks
+    from alexbench.train import train
 
-    real = tr._save_last
+    class StopAfter(Hooks):
+        def checkpoint_written(self, name, path, progress):  # noqa: ANN001
+            if name == "last" and stop_when(progress):
+                raise _Stop
 
-    def save_then_maybe_stop(out_, engine, cfg, prog):  # noqa: ANN001, ANN202
-        path = real(out_, engine, cfg, prog)
-        if stop_when(prog):
-            raise _Stop
-        return path
-
-    with monkeypatch.context() as m:
-        m.setattr(tr, "_save_last", save_then_maybe_stop)
-        with pytest.raises(_Stop):
-            tr.train(tiny_config("torch", checkpoint_minutes=1e-6), out, data=synthetic_dataset())
+    with pytest.raises(_Stop):
+        train(tiny_config("torch", checkpoint_minutes=1e-6), out, data=synthetic_dataset(), hooks=StopAfter())
 
 
 def test_truncated_last_falls_back_to_prev_with_a_warning(tmp_path, monkeypatch, capsys, reference):
     from alexbench.train import train
 
     out = tmp_path / "r"
-    _run_until(out, lambda p: p.epoch == 1 and p.step == 3, monkeypatch)
+    _run_until(out, lambda p: p["epoch"] == 1 and p["step"] == 3)
     last, prev = out / "checkpoints" / "last.pt", out / "checkpoints" / "last.prev.pt"
     assert prev.exists()
     with open(last, "r+b") as fh:
@@ -159,7 +155,7 @@ def test_truncated_last_falls_back_to_prev_with_a_warning(tmp_path, monkeypatch,
 
 def test_both_checkpoints_corrupt_is_one_clear_error(tmp_path, monkeypatch, capsys):
     out = tmp_path / "r"
-    _run_until(out, lambda p: p.epoch == 0 and p.step == 3, monkeypatch)
+    _run_until(out, lambda p: p["epoch"] == 0 and p["step"] == 3)
     for name in ("last.pt", "last.prev.pt"):
         (out / "checkpoints" / name).write_bytes(b"PK\x03\x04 garbage")
     src = write_binary_source(tmp_path / "src")
@@ -182,7 +178,7 @@ def test_resume_from_the_checkpoint_after_an_epochs_final_step(tmp_path, monkeyp
     from alexbench.train import train
 
     out = tmp_path / "r"
-    _run_until(out, lambda p: p.epoch == 0 and p.step == 6, monkeypatch)  # 96 images / 16 = 6 steps
+    _run_until(out, lambda p: p["epoch"] == 0 and p["step"] == 6)  # 96 images / 16 = 6 steps
     meta = json.loads(__import__("torch").load(out / "checkpoints" / "last.pt", weights_only=True)["meta_json"])
     assert meta["progress"]["step"] == 6 and meta["progress"]["epoch"] == 0
     m = train(tiny_config("torch", checkpoint_minutes=1e-6), out, data=synthetic_dataset(), resume=True)

@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 
 from alexbench.errors import TrainingDiverged, UserError
-from alexbench.train import HISTORY_COLUMNS, evaluate_checkpoint, train
+from alexbench.evaluate import evaluate_checkpoint
+from alexbench.faults import write_binary_source
+from alexbench.rundir import HISTORY_COLUMNS
+from alexbench.train import train
 from conftest import synthetic_dataset, tiny_config
 
 TOP_KEYS = ["model", "framework", "pretrained", "dataset", "params_trainable", "params_total", "flops_per_image",
@@ -123,15 +126,14 @@ def test_nan_guard_fires_and_keeps_last_good_checkpoint(framework, tmp_path, tin
 
 
 def test_cli_nan_guard_exit_2(tmp_path, capsys, monkeypatch):
-    import alexbench.train as tr
-
-    monkeypatch.setattr(tr, "prepare_data", lambda cfg, src: (synthetic_dataset(), __import__(
-        "alexbench.data.stream", fromlist=["split_train_val"]).split_train_val(synthetic_dataset(), 0.2, 0)))
     from alexbench.cli import main
 
+    monkeypatch.setenv("ALEXBENCH_DATA", str(tmp_path / "home"))
+    src = write_binary_source(tmp_path / "src")
     rc = main(["train", "--model", "alexnet_cifar", "--framework", "torch", "--out", str(tmp_path / "r"),
-               "--set", "optimizer.lr=1e6", "--set", "schedule.name=constant", "--set", "precision=fp32",
-               "--set", "model_options={width: 0.125}", "--set", "batch_size=16", "--set", "epochs=2"])
+               "--data", str(src), "--set", "optimizer.lr=1e6", "--set", "schedule.name=constant",
+               "--set", "precision=fp32", "--set", "model_options={width: 0.125}", "--set", "batch_size=16",
+               "--set", "epochs=2", "--set", "threads=1"])
     err = capsys.readouterr().err
     assert rc == 2 and "loss became" in err and "Traceback" not in err
 
@@ -145,12 +147,12 @@ def test_refuses_to_overwrite_a_run_and_resume_of_finished_is_a_noop(tmp_path, t
     assert again["test"] == m["test"]
 
 
-def test_eval_command_reproduces_test_metrics(tmp_path, tiny_ds, monkeypatch):
-    import alexbench.train as tr
-
+def test_eval_command_reproduces_test_metrics(tmp_path, monkeypatch):
+    """eval finds the run's data source in its metrics.json, rebuilds the model and gets the same test block."""
+    monkeypatch.setenv("ALEXBENCH_DATA", str(tmp_path / "home"))
+    src = write_binary_source(tmp_path / "src")
     out = tmp_path / "r"
-    m = train(tiny_config("torch", epochs=1), out, data=tiny_ds)
-    monkeypatch.setattr(tr, "prepare_data", lambda cfg, src: (tiny_ds, tr.split_train_val(tiny_ds, 0.2, 0)))
+    m = train(tiny_config("torch", epochs=1), out, data=str(src))
     res = evaluate_checkpoint(str(out))
     assert res["test"]["accuracy"] == m["test"]["accuracy"]
     assert res["test"]["confusion_matrix"] == m["test"]["confusion_matrix"]
@@ -192,3 +194,32 @@ def test_sigkill_then_resume_keras_within_measured_bound(tmp_path):
     # Keras on CPU with op determinism: resumed runs have matched exactly here; allow float noise
     assert abs(ref["test"]["accuracy"] - resumed["test"]["accuracy"]) <= 0.05
     assert abs(ref["test"]["loss"] - resumed["test"]["loss"]) <= 1e-3
+
+
+def test_keras_fp16_skips_the_whole_step_on_non_finite_gradients(tiny_ds):
+    """As torch's GradScaler: an overflowed step leaves weights, momentum and the step counter alone.
+
+    fp16 needs a GPU; the skip lives in the loss-scaled path, which runs here on CPU with a loss scale."""
+    from alexbench.data.stream import normalization
+    from alexbench.engines.keras_engine import KerasEngine
+
+    eng = KerasEngine(tiny_config("keras"), 10, normalization("dataset", tiny_ds.x_train), 32)
+    eng.build()
+    eng._loss_scale = 2.0 ** 12
+    eng._make_fns()
+    xb, yb = tiny_ds.x_train[:16], tiny_ds.y_train[:16]
+    eng.train_step(xb, yb, 0.01)  # a finite step: momentum buffers become non-zero, t = 1
+    assert int(eng._t.numpy()) == 1
+
+    def snapshot() -> list:
+        return [v.numpy().copy() for v in eng.model.trainable_variables] + \
+               [s.numpy().copy() for slots in eng._slots.values() for s in slots]
+
+    kernel = eng.model.get_layer("fc8").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))  # every gradient becomes NaN
+    before = snapshot()
+    loss, _ = eng.train_step(xb, yb, 0.01)
+    assert not np.isfinite(loss)
+    assert int(eng._t.numpy()) == 1
+    for a, b in zip(before, snapshot()):
+        np.testing.assert_array_equal(a, b)  # NaN == NaN here: the poisoned kernel stays as it was

@@ -1,8 +1,8 @@
 """Data sources and the shared, framework-neutral batch stream."""
 
-from alexbench.data.dataset import Dataset
+from alexbench.data.dataset import CIFAR10_CLASSES, Dataset
 
-__all__ = ["Dataset", "load_dataset"]
+__all__ = ["CIFAR10_CLASSES", "Dataset", "load_dataset"]
 
 
 def load_dataset(source: str | None = None, **kwargs):  # noqa: ANN201 - re-exported

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 
@@ -19,20 +19,32 @@ class Engine(Protocol):
     normalises and resizes them on the whole batch inside its own framework.
     """
 
-    framework: str
-    device: str
-    precision: str
+    framework: str  # "torch" | "keras"
+    device: str  # as the framework names it: "cpu", "cuda:0", "/GPU:0", ...
+    precision: str  # "fp32" | "bf16" | "fp16": what was actually chosen, never "auto"
+    num_classes: int
 
-    def build(self) -> None: ...
-    def params(self) -> tuple[int, int]: ...
-    def set_base_trainable(self, trainable: bool) -> None: ...
+    def build(self) -> None:
+        """Create the model (fresh, pretrained or from weights) and the optimizer state."""
+    def params(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts, as :func:`alexbench.models.count_params` defines them."""
+    def set_base_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze everything but the classifier head (fine-tuning phases)."""
+    def train_mode(self) -> None:
+        """Put the model in training mode before an epoch (frozen BatchNorm stays in inference)."""
     def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> tuple[float, int]:
-        """One optimizer step; returns (mean loss, number correct)."""
-    def predict(self, batches) -> tuple[np.ndarray, float]:  # noqa: ANN001
-        """Eval mode over (x, y) batches; returns (probabilities N×C, mean loss)."""
-    def save(self, path: str, meta: dict) -> None: ...
-    def load(self, path: str) -> dict: ...
-    def load_weights_only(self, path: str, blob=None) -> dict: ...  # noqa: ANN001
+        """One optimizer step at learning rate ``lr``; returns (mean loss, number correct).
+
+        With fp16, a step whose gradients are not finite changes nothing (no weight,
+        optimizer-state or step-counter update), as torch's GradScaler skips it."""
+    def predict(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, float]:
+        """Inference mode over (x, y) batches; returns (probabilities N×C, mean loss)."""
+    def save(self, path: str, meta: dict) -> None:
+        """Write weights, optimizer state and ``meta`` to ``path`` (the caller makes it atomic)."""
+    def load(self, path: str) -> dict:
+        """Restore weights and optimizer state from ``path``; returns its ``meta``."""
+    def load_weights_only(self, path: str, blob: Any = None) -> dict:
+        """Restore the weights only; ``blob`` is what :func:`read_checkpoint` already read from ``path``."""
 
 
 def make_engine(cfg: TrainConfig, num_classes: int, norm: Normalization, input_size: int) -> Engine:

@@ -7,11 +7,6 @@ re-trained or re-evaluated.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
-import zipfile
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -20,17 +15,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
-from alexbench.bounded_yaml import YamlLimit, load_bounded, read_capped
+from alexbench import rundir
 from alexbench.errors import UserError
+from alexbench.rundir import entry_label, is_run_dir
 from alexbench.stats import mcnemar_exact, mean_std, paired_difference, wilson_interval
 
-__all__ = ["RunRecord", "load_run", "load_runs", "expand_run_dirs", "compare", "compare_runs", "entry_label",
-           "HISTORY_COLUMNS"]
-
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                   "elapsed_seconds", "images_per_second")
-_REQUIRED_HISTORY = ("epoch", "train_acc", "val_acc")
-_PRED_KEYS = ("y_true", "y_pred")
+__all__ = ["RunRecord", "load_run", "load_runs", "expand_run_dirs", "compare", "compare_runs"]
 
 
 @dataclass
@@ -188,106 +178,6 @@ class RunRecord:
 # Loading
 # ------------------------------------------------------------------------------------
 
-def entry_label(model: str, framework: str, pretrained: str | None, seed: int | None) -> str:
-    """The short label of an entry, e.g. ``alexnet_cifar/torch/scratch/s0``."""
-    init = "scratch" if pretrained is None else ("imagenet" if pretrained == "imagenet" else "weights")
-    return f"{model}/{framework}/{init}" + (f"/s{seed}" if seed is not None else "")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (is this a run folder?)") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); "
-                        "the run may have been interrupted while writing it") from None
-    if not isinstance(obj, dict):
-        raise UserError(f"{path}: expected a JSON object at the top level (got {type(obj).__name__})")
-    return obj
-
-
-def _read_config(path: Path) -> tuple[dict[str, Any], str]:
-    if not path.is_file():
-        return {}, ""
-    try:
-        text = read_capped(path).decode("utf-8")
-        cfg = load_bounded(text) or {}
-    except (YamlLimit, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: refused: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{path}: expected a mapping at the top level (got {type(cfg).__name__})")
-    return cfg, text
-
-
-def _to_float(value: str) -> float:
-    value = value.strip()
-    return math.nan if value in ("", "nan", "NaN", "None") else float(value)
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """Parse history.csv. A half-written last line (the file is appended to) is ignored."""
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        return []
-    missing = [c for c in _REQUIRED_HISTORY if c not in header]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
-    lines = list(reader)
-    rows: list[dict[str, float]] = []
-    for i, line in enumerate(lines):
-        last = i == len(lines) - 1
-        if not line:
-            continue
-        try:
-            if len(line) != len(header):
-                raise ValueError(f"{len(line)} fields, expected {len(header)}")
-            row = {h: _to_float(v) for h, v in zip(header, line)}
-        except ValueError as exc:
-            if last and not text.endswith("\n"):
-                break  # the writer is mid-line; the row will be complete next time
-            raise UserError(f"{path}: line {i + 2}: {exc}") from None
-        rows.append(row)
-    if rows and "elapsed_seconds" not in header:
-        elapsed = 0.0
-        for r in rows:
-            elapsed += r.get("seconds", 0.0) or 0.0
-            r["elapsed_seconds"] = elapsed
-    return rows
-
-
-def _read_predictions(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: np.asarray(npz[k]) for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
-    missing = [k for k in _PRED_KEYS if k not in data]
-    if missing:
-        raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
-    if data["y_true"].shape != data["y_pred"].shape:
-        raise UserError(f"{path}: y_true and y_pred differ in shape "
-                        f"({data['y_true'].shape} vs {data['y_pred'].shape})")
-    return data
-
-
-def is_run_dir(path: Path) -> bool:
-    return any((path / f).is_file() for f in ("metrics.json", "history.csv", "state.json"))
-
-
 def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
     """Load one run folder.
 
@@ -301,13 +191,13 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
         raise UserError(f"{run}: no such run folder")
     if not run.is_dir():
         raise UserError(f"{run}: not a folder (pass a run folder, the one holding metrics.json)")
-    metrics_path = run / "metrics.json"
-    state = _read_json(run / "state.json") if (run / "state.json").is_file() else None
+    metrics_path = run / rundir.METRICS
+    state = rundir.read_json(run / rundir.STATE) if (run / rundir.STATE).is_file() else None
     if metrics_path.is_file() or not allow_incomplete:
         if not metrics_path.is_file() and state is not None and state.get("status") == "running":
             raise UserError(f"{metrics_path}: not found; the run is still in progress "
                             f"(epoch {state.get('epoch', '?')}/{state.get('epochs', '?')})")
-        metrics = _read_json(metrics_path)
+        metrics = rundir.read_json(metrics_path)
         for key in ("model", "framework", "test"):
             if key not in metrics:
                 raise UserError(f"{metrics_path}: missing key '{key}'")
@@ -317,14 +207,14 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
         if not is_run_dir(run):
             raise UserError(f"{metrics_path}: not found (is this a run folder?)")
         metrics = None
-    config, config_text = _read_config(run / "config.yaml")
+    config, config_text = rundir.read_config(run / rundir.CONFIG)
     if not config and metrics is not None and isinstance(metrics.get("config"), dict):
         config = metrics["config"]
     if not config_text and config:
         config_text = yaml.safe_dump(config, sort_keys=False)
     rec = RunRecord(path=run, config=config, config_text=config_text,
-                    history=read_history(run / "history.csv"), metrics=metrics, state=state,
-                    predictions=_read_predictions(run / "predictions.npz") if metrics is not None else None)
+                    history=rundir.read_history(run / rundir.HISTORY), metrics=metrics, state=state,
+                    predictions=rundir.read_predictions(run / rundir.PREDICTIONS) if metrics is not None else None)
     rec.label = str((metrics or {}).get("entry") or config.get("entry") or
                     entry_label(rec.model, rec.framework, rec.pretrained, rec.seed))
     if metrics is not None and rec.predictions is None:

@@ -7,7 +7,6 @@ predictions and accuracy all agree with each other.
 
 from __future__ import annotations
 
-import io
 import zlib
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from alexbench.atomic import atomic_path, atomic_write_json, atomic_write_text
+from alexbench import rundir
+from alexbench.data.dataset import CIFAR10_CLASSES as CLASSES
 from alexbench.stats import per_class_from_confusion, wilson_interval
 
-__all__ = ["CLASSES", "make_fake_run"]
-
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-_HEADER = "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds,elapsed_seconds,images_per_second"
+__all__ = ["make_fake_run"]
 
 
 def _images(rng: np.random.Generator, n: int, labels: np.ndarray) -> np.ndarray:
@@ -58,7 +55,7 @@ def make_fake_run(directory: str | Path, *, model: str = "alexnet_cifar", framew
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "onecycle", "warmup_epochs": 1}, "augment": {"crop": 4, "flip": True},
     }
-    atomic_write_text(d / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    rundir.write_config(d, yaml.safe_dump(config, sort_keys=False))
 
     rows, elapsed, epochs_list = [], 0.0, []
     for e in range(1, done + 1):
@@ -72,14 +69,13 @@ def make_fake_run(directory: str | Path, *, model: str = "alexnet_cifar", framew
              "seconds": sec, "elapsed_seconds": elapsed, "images_per_second": 45000 / sec}
         rows.append(r)
         epochs_list.append({k: v for k, v in r.items() if k != "elapsed_seconds"})
-    lines = [_HEADER] + [",".join(f"{r[k]:.6g}" for k in _HEADER.split(",")) for r in rows]
-    atomic_write_text(d / "history.csv", "\n".join(lines) + "\n")
+    rundir.write_history(d, rows)
 
     if not finished:
         st = status or "running"
-        atomic_write_json(d / "state.json", {"status": st, "epoch": done, "epochs": epochs, "reason": reason})
+        rundir.write_state(d, st, done, epochs, reason)
         return d
-    atomic_write_json(d / "state.json", {"status": "finished", "epoch": done, "epochs": epochs, "reason": ""})
+    rundir.write_state(d, "finished", done, epochs)
 
     C = len(CLASSES)
     yt = np.asarray(y_true if y_true is not None else np.arange(n_test) % C, dtype=np.int64)
@@ -131,14 +127,11 @@ def make_fake_run(directory: str | Path, *, model: str = "alexnet_cifar", framew
     }
     if entry is None:
         del metrics["entry"]
-    atomic_write_json(d / "metrics.json", metrics)
+    rundir.write_metrics(d, metrics)
     if with_predictions:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, y_true=yt, y_pred=yp, probs=probs,
-                            mis_images=_images(rng, len(mis), yt[mis]), mis_true=yt[mis], mis_pred=yp[mis],
-                            mis_index=mis.astype(np.int64), train_images=_images(rng, 32, train_labels),
-                            train_labels=train_labels)
-        with atomic_path(d / "predictions.npz") as tmp:
-            tmp.write_bytes(buf.getvalue())
+        rundir.write_predictions(d, {
+            "y_true": yt, "y_pred": yp, "probs": probs, "mis_images": _images(rng, len(mis), yt[mis]),
+            "mis_true": yt[mis], "mis_pred": yp[mis], "mis_index": mis.astype(np.int64),
+            "train_images": _images(rng, 32, train_labels), "train_labels": train_labels})
     return d
 

@@ -1,0 +1,270 @@
+"""The run folder: its file names, its formats, and the one place that reads and writes them.
+
+A run folder (``train --out DIR``, or one entry of ``run --out DIR``) holds::
+
+    DIR/
+      config.yaml        the resolved config (written first)
+      state.json         how far the run got: {"status", "epoch", "epochs", "pid", "updated"[, "reason"]}
+      log.txt            append-only log
+      history.csv        one row per finished epoch, columns HISTORY_COLUMNS
+      checkpoints/       last.<ext>, last.prev.<ext>, best.<ext> (see alexbench.checkpoint)
+      predictions.npz    test y_true, y_pred, probs (+ a few images for the report)
+      metrics.json       written last: the run is finished when it exists
+
+``alexbench run --out DIR`` adds ``DIR/run.json`` (the status of every entry) and one
+run folder per entry, named by :func:`run_slug`. Training writes these files through
+the writers here; the report reads them through the readers here. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from alexbench import __version__
+from alexbench.atomic import atomic_path, atomic_write_json, atomic_write_text
+from alexbench.bounded_yaml import YamlLimit, load_bounded, read_capped
+from alexbench.errors import UserError
+
+__all__ = [
+    "CONFIG", "STATE", "LOG", "HISTORY", "CHECKPOINTS", "PREDICTIONS", "METRICS", "RUN_STATUS", "RESOURCES",
+    "RUN_FILES", "CONFIG_HEADER", "HISTORY_COLUMNS",
+    "entry_label", "run_slug", "code_version", "checkpoint_meta", "is_run_dir", "is_run_folder",
+    "read_json", "read_state", "write_state", "read_config", "write_config", "read_history", "write_history",
+    "read_predictions", "write_predictions", "write_metrics",
+]
+
+CONFIG = "config.yaml"
+STATE = "state.json"
+LOG = "log.txt"
+HISTORY = "history.csv"
+CHECKPOINTS = "checkpoints"
+PREDICTIONS = "predictions.npz"
+METRICS = "metrics.json"
+RUN_STATUS = "run.json"  # in the --out folder of ``alexbench run``, next to its entries' run folders
+RESOURCES = "resources.csv"  # named by the design; no writer yet
+#: what a run writes into its folder, in the order it first writes them
+RUN_FILES = (CONFIG, LOG, STATE, HISTORY, METRICS, PREDICTIONS, CHECKPOINTS, RESOURCES)
+#: the first line of every config.yaml a run writes: proof that the folder is alexbench's
+CONFIG_HEADER = "# alexbench: the resolved config of this run"
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "elapsed_seconds",
+                   "images_per_second")
+_REQUIRED_HISTORY = ("epoch", "train_acc", "val_acc")
+_REQUIRED_PREDICTIONS = ("y_true", "y_pred")
+
+
+# -- names -----------------------------------------------------------------------------------
+
+def _init_kind(pretrained: str | None) -> str:
+    return "scratch" if not pretrained else ("imagenet" if pretrained == "imagenet" else "weights")
+
+
+def entry_label(model: str, framework: str, pretrained: str | None, seed: int | None = None) -> str:
+    """The short label of an entry, e.g. ``alexnet_cifar/torch/scratch/s0`` (no seed: the group's label)."""
+    return f"{model}/{framework}/{_init_kind(pretrained)}" + (f"/s{seed}" if seed is not None else "")
+
+
+def run_slug(model: str, framework: str, pretrained: str | None, seed: int) -> str:
+    """The folder name of an entry of ``alexbench run``, e.g. ``alexnet_cifar-torch-scratch-s0``."""
+    return f"{model}-{framework}-{'pretrained' if pretrained else 'scratch'}-s{seed}"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """alexbench version plus a hash of its own source files (what ran, even outside git)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return f"{__version__}+src.{h.hexdigest()[:12]}"
+
+
+def checkpoint_meta(progress: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+    """The metadata every checkpoint carries: the loop's progress, the resolved config, the code version."""
+    return {"progress": dict(progress), "config": dict(config), "code_version": code_version()}
+
+
+def is_run_dir(path: Path) -> bool:
+    """True when ``path`` holds at least one file a run writes about itself (what the report loads)."""
+    return any((Path(path) / f).is_file() for f in (METRICS, HISTORY, STATE))
+
+
+def is_run_folder(folder: Path) -> bool:
+    """True when ``folder`` holds a run that alexbench wrote (any version): its state.json is a run
+    state, or its config.yaml starts with :data:`CONFIG_HEADER`. Reads a few bytes only."""
+    state = Path(folder) / STATE
+    if state.is_file() and state.stat().st_size < 1 << 20:
+        try:
+            data = json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and "status" in data and "epochs" in data:
+            return True
+    try:
+        with open(Path(folder) / CONFIG, "rb") as fh:
+            return fh.read(len(CONFIG_HEADER)) == CONFIG_HEADER.encode()
+    except OSError:
+        return False
+
+
+# -- JSON files ------------------------------------------------------------------------------
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or a UserError naming the file and what is wrong."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (is this a run folder?)") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); "
+                        "the run may have been interrupted while writing it") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object at the top level (got {type(obj).__name__})")
+    return obj
+
+
+def read_state(run: Path) -> dict[str, Any]:
+    """``state.json`` of ``run``; ``{}`` when it is missing or unreadable (the run never started)."""
+    try:
+        state = json.loads((Path(run) / STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def write_state(run: Path, status: str, epoch: int, epochs: int, reason: str | None = None) -> None:
+    """``status`` is running, interrupted, failed or finished; ``epoch`` counts the finished epochs."""
+    state: dict[str, Any] = {"status": status, "epoch": epoch, "epochs": epochs, "pid": os.getpid(),
+                             "updated": time.time()}
+    if reason:
+        state["reason"] = reason
+    atomic_write_json(Path(run) / STATE, state)
+
+
+def write_metrics(run: Path, metrics: Mapping[str, Any]) -> None:
+    atomic_write_json(Path(run) / METRICS, metrics)
+
+
+# -- config.yaml -----------------------------------------------------------------------------
+
+def write_config(run: Path, text: str) -> None:
+    """``text`` is the resolved config as YAML (``alexbench.config.dump_yaml``)."""
+    atomic_write_text(Path(run) / CONFIG, text)
+
+
+def read_config(path: Path) -> tuple[dict[str, Any], str]:
+    """(mapping, text) of a config.yaml; ``({}, "")`` when there is none. Only safe, bounded YAML is read."""
+    path = Path(path)
+    if not path.is_file():
+        return {}, ""
+    try:
+        text = read_capped(path).decode("utf-8")
+        cfg = load_bounded(text) or {}
+    except (YamlLimit, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: refused: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: expected a mapping at the top level (got {type(cfg).__name__})")
+    return cfg, text
+
+
+# -- history.csv -----------------------------------------------------------------------------
+
+def write_history(run: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rewrite ``history.csv`` with one row per epoch (floats with 6 significant digits)."""
+    lines = [",".join(HISTORY_COLUMNS)]
+    for r in rows:
+        lines.append(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in HISTORY_COLUMNS))
+    atomic_write_text(Path(run) / HISTORY, "\n".join(lines) + "\n")
+
+
+def _to_float(value: str) -> float:
+    value = value.strip()
+    return math.nan if value in ("", "nan", "NaN", "None") else float(value)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Parse a history.csv. A half-written last line (an older writer appended) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return []
+    missing = [c for c in _REQUIRED_HISTORY if c not in header]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+    lines = list(reader)
+    rows: list[dict[str, float]] = []
+    for i, line in enumerate(lines):
+        last = i == len(lines) - 1
+        if not line:
+            continue
+        try:
+            if len(line) != len(header):
+                raise ValueError(f"{len(line)} fields, expected {len(header)}")
+            row = {h: _to_float(v) for h, v in zip(header, line)}
+        except ValueError as exc:
+            if last and not text.endswith("\n"):
+                break  # the writer is mid-line; the row will be complete next time
+            raise UserError(f"{path}: line {i + 2}: {exc}") from None
+        rows.append(row)
+    if rows and "elapsed_seconds" not in header:
+        elapsed = 0.0
+        for r in rows:
+            elapsed += r.get("seconds", 0.0) or 0.0
+            r["elapsed_seconds"] = elapsed
+    return rows
+
+
+# -- predictions.npz -------------------------------------------------------------------------
+
+def write_predictions(run: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``predictions.npz``: at least ``y_true``, ``y_pred`` and ``probs``; compressed, no pickle."""
+    missing = [k for k in (*_REQUIRED_PREDICTIONS, "probs") if k not in arrays]
+    if missing:
+        raise ValueError(f"predictions: missing array(s) {', '.join(missing)}")
+    with atomic_path(Path(run) / PREDICTIONS) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a predictions.npz (None when there is none); a UserError when it is damaged."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: np.asarray(npz[k]) for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    missing = [k for k in _REQUIRED_PREDICTIONS if k not in data]
+    if missing:
+        raise UserError(f"{path}: missing array(s) {', '.join(missing)}")
+    if data["y_true"].shape != data["y_pred"].shape:
+        raise UserError(f"{path}: y_true and y_pred differ in shape "
+                        f"({data['y_true'].shape} vs {data['y_pred'].shape})")
+    return data
