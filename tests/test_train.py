@@ -131,7 +131,7 @@ def test_cli_nan_guard_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ALEXBENCH_DATA", str(tmp_path / "home"))
     src = write_binary_source(tmp_path / "src")
     rc = main(["train", "--model", "alexnet_cifar", "--framework", "torch", "--out", str(tmp_path / "r"),
-               "--data", str(src), "--set", "optimizer.lr=1e6", "--set", "schedule.name=constant",
+               "--data", str(src), "--set", "optimizer.lr=100", "--set", "schedule.name=constant",
                "--set", "precision=fp32", "--set", "model_options={width: 0.125}", "--set", "batch_size=16",
                "--set", "epochs=2", "--set", "threads=1"])
     err = capsys.readouterr().err
