@@ -47,13 +47,14 @@ class OptimizerConfig(_Strict):
 class ScheduleConfig(_Strict):
     """Learning-rate schedule, evaluated per step by one pure function shared by both engines."""
 
-    name: Literal["constant", "step", "cosine", "onecycle"] = "onecycle"
+    name: Literal["constant", "step", "cosine", "onecycle", "divide_by_epoch"] = "onecycle"
     warmup_epochs: float = Field(0.0, ge=0, le=10000)
     step_epochs: int = Field(30, gt=0)  # for "step": multiply by gamma every step_epochs
     gamma: float = Field(0.1, gt=0, le=1)
     pct_start: float = Field(0.25, gt=0, lt=1)  # for "onecycle": share of steps rising to lr
     div_factor: float = Field(10.0, ge=1)  # onecycle start lr = lr / div_factor
     final_div_factor: float = Field(100.0, ge=1)  # final lr = lr / final_div_factor (onecycle, cosine)
+    cycle_epochs: Optional[int] = Field(None, gt=0)  # for "divide_by_epoch": start again every cycle_epochs
 
 
 class AugmentConfig(_Strict):
@@ -129,6 +130,13 @@ class TrainConfig(_Strict):
             raise ValueError(f"device: {self.device!r} is not a torch device (auto, cpu, cuda, cuda:N, mps)")
         if self.framework == "keras" and not (self.device in ("auto", "cpu", "gpu") or self.device.startswith("gpu:")):
             raise ValueError(f"device: {self.device!r} is not a TensorFlow device (auto, cpu, gpu, gpu:N)")
+        from alexbench.models import MODELS, check_input_size
+
+        if self.model in MODELS:  # a size the model's layers cannot take is refused here, not at fc6
+            try:
+                check_input_size(self.model, self.input_size, self.model_options)
+            except UserError as exc:
+                raise ValueError(f"input_size: {exc}") from None
         return self
 
 

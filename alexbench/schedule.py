@@ -23,6 +23,13 @@ def lr_at(step: int, steps_per_epoch: int, epochs: int, base_lr: float, cfg: Sch
         return base_lr
     if cfg.name == "step":
         return base_lr * cfg.gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+    if cfg.name == "divide_by_epoch":
+        # Keras's LearningRateScheduler(lambda epoch, lr: lr / (epoch + 1)) is handed the rate it set the
+        # epoch before, so the divisions compound: epoch e (0-based) runs at lr / (e + 1)!.
+        epoch = step // max(1, steps_per_epoch)
+        if cfg.cycle_epochs:
+            epoch %= cfg.cycle_epochs
+        return base_lr / math.factorial(epoch + 1)
     final = base_lr / cfg.final_div_factor
     if cfg.name == "cosine":
         span = max(1, total - warmup)

@@ -213,7 +213,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     engine = make_engine(cfg, len(splits.classes), norm, input_size)
     engine.build()
     trainable, total = engine.params()
-    flops = flops_per_image(cfg.model, len(splits.classes), **cfg.model_options)
+    flops = flops_per_image(cfg.model, len(splits.classes), input_size=input_size, **cfg.model_options)
     stream = BatchStream(splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, augment=cfg.augment.enabled,
                          pad=cfg.augment.crop_padding, flip=cfg.augment.flip)
     steps = len(stream)

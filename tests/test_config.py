@@ -81,3 +81,16 @@ def test_schedules():
     step = ScheduleConfig(name="step", step_epochs=2, gamma=0.5)
     assert [lr_at(s, 10, 6, 1.0, step) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
     assert lr_at(5, 10, 2, 0.3, ScheduleConfig(name="constant")) == 0.3
+
+
+def test_divide_by_epoch_compounds_like_keras_learning_rate_scheduler():
+    """``LearningRateScheduler(lambda epoch, lr: lr / (epoch + 1))`` fed back its own rate: lr / (e + 1)!."""
+    lr, keras_lrs = 0.002, []
+    for epoch in range(5):  # what Keras does: the callback gets the rate it set the epoch before
+        lr = lr / (epoch + 1)
+        keras_lrs.append(lr)
+    sched = ScheduleConfig(name="divide_by_epoch")
+    ours = [lr_at(e * 7 + 3, 7, 5, 0.002, sched) for e in range(5)]  # mid-epoch: constant within an epoch
+    assert ours == pytest.approx(keras_lrs) and ours[3] == pytest.approx(0.002 / 24)
+    cyc = ScheduleConfig(name="divide_by_epoch", cycle_epochs=2)  # "3 trainings of 10 epochs": restarts
+    assert [lr_at(e * 7, 7, 6, 1.0, cyc) for e in range(6)] == pytest.approx([1, 0.5, 1, 0.5, 1, 0.5])

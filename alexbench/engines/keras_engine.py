@@ -76,7 +76,8 @@ class KerasEngine:
         try:
             with tf.device(self.device):
                 self.model = create_model(cfg.model, "keras", num_classes=self.num_classes,
-                                          pretrained=cfg.pretrained, weights=cfg.weights, **cfg.model_options)
+                                          pretrained=cfg.pretrained, weights=cfg.weights,
+                                          input_size=self.input_size, **cfg.model_options)
         finally:
             keras.mixed_precision.set_global_policy("float32")
         self.mean = tf.constant(self.norm.mean, tf.float32)

@@ -77,7 +77,7 @@ class TorchEngine:
             torch.use_deterministic_algorithms(True, warn_only=False)
             torch.backends.cudnn.benchmark = False
         model = create_model(cfg.model, "torch", num_classes=self.num_classes, pretrained=cfg.pretrained,
-                             weights=cfg.weights, **cfg.model_options)
+                             weights=cfg.weights, input_size=self.input_size, **cfg.model_options)
         model = model.to(self.device)
         self._mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model = model.to(memory_format=self._mem)

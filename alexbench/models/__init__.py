@@ -9,8 +9,11 @@ Contracts:
 - A torch model takes float NCHW input, normalised, at ``input_size``. A Keras model
   takes float NHWC input. Both return logits (no softmax).
 - ``create_model(name, framework, num_classes, pretrained=None|"imagenet"|PATH,
-  weights=None|PATH, **options)``; the options are typed per model
+  weights=None|PATH, input_size=None, **options)``; the options are typed per model
   (:mod:`alexbench.models.options`).
+- Input sizes: ``ModelSpec.geometry`` describes the layers that change the map's side;
+  ``accepted_sizes`` and ``check_input_size`` say which sizes a model can take (see
+  ``geometry.py``). ``create_model`` refuses any other size with a UserError.
 - ``count_params``, ``flops_per_image``: equal across frameworks (``parity`` checks).
 - Fine-tuning: ``head_layer_names``, ``set_base_trainable``, ``torch_train_mode``,
   ``reset_classifier``.
@@ -27,7 +30,7 @@ Preprocessing names used in ``ModelSpec.default_norm`` / ``pretrained_norm``:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pydantic import ValidationError
@@ -35,16 +38,17 @@ from pydantic import ValidationError
 from alexbench.errors import UserError
 from alexbench.models.finetune import reset_classifier, set_base_trainable, torch_train_mode
 from alexbench.models.flops import flops_per_image
-from alexbench.models.options import (AlexNet2012Options, AlexNetCifarOptions, AlexNetOptions, ModelOptions,
-                                      VGG16Options)
+from alexbench.models.geometry import Geometry, alexnet_layout, cifar_layout, describe_sizes, vgg16_layout
+from alexbench.models.options import (AlexNet2012Options, AlexNetBNOptions, AlexNetCifarOptions, AlexNetOptions,
+                                      ModelOptions, VGG16Options)
 from alexbench.models.pretrained import WeightsUnavailable
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "keras")
 
 __all__ = [
-    "FRAMEWORKS", "MODELS", "ModelSpec", "WeightsUnavailable", "check_options", "count_params", "create_model",
-    "flops_per_image", "get_spec", "head_layer_names", "reset_classifier", "resolve_options", "set_base_trainable",
-    "torch_train_mode",
+    "FRAMEWORKS", "MODELS", "ModelSpec", "WeightsUnavailable", "accepted_sizes", "check_input_size", "check_options",
+    "count_params", "create_model", "flops_per_image", "get_spec", "head_layer_names", "reset_classifier",
+    "resolve_options", "set_base_trainable", "torch_train_mode",
 ]
 
 
@@ -57,6 +61,8 @@ class ModelSpec:
     layers, which stay trainable when the base is frozen; the last of them is the
     one ``reset_classifier`` replaces. ``parity_variants`` are the option sets that
     ``alexbench parity`` checks, one for each distinct layer structure.
+    ``geometry(options)`` gives the layers that change the map's side and what the
+    classifier needs (``options`` are the model's typed options).
     """
 
     name: str
@@ -68,6 +74,7 @@ class ModelSpec:
     options_type: type[ModelOptions] = ModelOptions
     head: tuple[str, ...] = ("fc6", "fc7", "fc8")
     parity_variants: tuple[dict[str, Any], ...] = ({},)
+    geometry: Callable[[Any], Geometry] = field(default=lambda options: Geometry(()))
 
     @property
     def options(self) -> dict[str, Any]:
@@ -103,6 +110,7 @@ _register(ModelSpec(
     description="torchvision's AlexNet: conv 64-192-384-256-256, avgpool 6x6, fc 4096-4096; "
                 "ImageNet weights (Keras: ported from torchvision)",
     options_type=AlexNetOptions,
+    geometry=lambda options: Geometry(alexnet_layout(conv1_padding=2)),  # adaptive avgpool: any map
 ))
 _register(ModelSpec(
     name="alexnet2012",
@@ -114,6 +122,20 @@ _register(ModelSpec(
                 "overlapping pools; norm=lrn|batch|none",
     options_type=AlexNet2012Options,
     parity_variants=({"norm": "lrn"}, {"norm": "batch"}, {"norm": "none"}),
+    geometry=lambda options: Geometry(alexnet_layout(conv1_padding=0), classifier_map=6, last="pool5"),
+))
+_register(ModelSpec(
+    name="alexnet_bn",
+    input_size=224,
+    frameworks=FRAMEWORKS,
+    default_norm="imagenet",
+    pretrained_norm={},
+    description="AlexNet as tutorials and notebooks write it: conv 96-256-384-384-256 (11x11/4 unpadded), "
+                "BatchNorm after every conv, fc6 sized from the input; pool_padding=valid|same",
+    options_type=AlexNetBNOptions,
+    parity_variants=({"pool_padding": "valid"}, {"pool_padding": "same"}),
+    geometry=lambda options: Geometry(alexnet_layout(
+        conv1_padding=0, pool_padding="same" if options.pool_padding == "same" else 0)),
 ))
 _register(ModelSpec(
     name="alexnet_cifar",
@@ -124,6 +146,7 @@ _register(ModelSpec(
     description="AlexNet for 32x32 without upscaling: 3x3 stride-1 conv+BN 64-192-384-256-256, "
                 "3 pools, fc 1024-1024; width, dropout",
     options_type=AlexNetCifarOptions,
+    geometry=lambda options: Geometry(cifar_layout(), classifier_map=4, last="pool5"),
 ))
 _register(ModelSpec(
     name="vgg16",
@@ -135,6 +158,7 @@ _register(ModelSpec(
                 "(torch: torchvision, Keras: keras.applications, convolutions only)",
     options_type=VGG16Options,
     head=("fc1", "fc2", "predictions"),
+    geometry=lambda options: Geometry(vgg16_layout()),  # adaptive avgpool: any map
 ))
 
 
@@ -173,15 +197,40 @@ def resolve_options(name: str, options: Any) -> dict[str, Any]:
     return check_options(name, options).builder_kwargs()
 
 
+def accepted_sizes(name: str, options: Any = None) -> list[int]:
+    """Every input size (within the config's 8-1024 px) that model ``name`` with ``options`` can take."""
+    return get_spec(name).geometry(check_options(name, options or {})).accepted_sizes()
+
+
+def check_input_size(name: str, size: int | None, options: Any = None) -> int:
+    """``size`` (or the model's own when None) if model ``name`` can take it; else a UserError.
+
+    The error names the model, the size and the sizes the model accepts, e.g.
+    ``alexnet2012 cannot take 224 px (its classifier is built for a 6x6 map after pool5,
+    and 224 px gives 5x5); it takes 227-258 px``.
+    """
+    spec = get_spec(name)
+    size = spec.input_size if size is None else int(size)
+    opts = check_options(name, options or {})
+    geometry = spec.geometry(opts)
+    if not geometry.accepts(size):
+        shown = f" (pool_padding={opts.pool_padding})" if "pool_padding" in spec.options else ""
+        raise UserError(f"{name}{shown} cannot take {size} px ({geometry.why_not(size)}); "
+                        f"it takes {describe_sizes(geometry.accepted_sizes())}")
+    return size
+
+
 def create_model(name: str, framework: str, num_classes: int = 10, pretrained: str | None = None,
-                 weights: str | None = None, **options: Any) -> Any:
+                 weights: str | None = None, input_size: int | None = None, **options: Any) -> Any:
     """Build a registered model: a torch ``nn.Module`` or a ``keras.Model`` that returns logits.
 
     ``pretrained`` is None (fresh init), ``"imagenet"`` (official weights through
     torchvision's or keras's cache, or from the offline file ``weights``), or a path to a
     weights file for this architecture. When the file's classifier has a different
     number of classes, the classifier is left freshly initialised for ``num_classes``.
-    ``options`` are the model's options (see ``MODELS[name].options``).
+    ``options`` are the model's options (see ``MODELS[name].options``). ``input_size``
+    (default: the model's own) must be one the model accepts (:func:`check_input_size`);
+    Keras models are built for it, and it sizes ``alexnet_bn``'s fc6.
     """
     spec = get_spec(name)
     if framework not in spec.frameworks:
@@ -189,9 +238,10 @@ def create_model(name: str, framework: str, num_classes: int = 10, pretrained: s
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"model {name}: num_classes must be a positive integer (got {num_classes!r})")
     kwargs = resolve_options(name, options)
+    size = check_input_size(name, input_size, options)
 
     def build(fw: str) -> Any:
-        return spec.builder(fw)(num_classes=num_classes, **kwargs)
+        return spec.builder(fw)(num_classes=num_classes, input_size=size, **kwargs)
 
     if pretrained is None and weights is None:
         return build(framework)

@@ -28,9 +28,11 @@ def _norm(kind: str, name: str):
     return None
 
 
-def alexnet2012(num_classes: int = 10, dropout: float = 0.5, norm: str = "lrn") -> keras.Model:
-    """The 2012 paper's AlexNet, one tower, for 227x227x3 input; ``norm`` is "lrn", "batch" or "none"."""
-    inputs = keras.Input(shape=(227, 227, 3), name="image")
+def alexnet2012(num_classes: int = 10, dropout: float = 0.5, norm: str = "lrn",
+                input_size: int = 227) -> keras.Model:
+    """The 2012 paper's AlexNet, one tower, for 227x227x3 input (227-258 px end in pool5's 6x6 map);
+    ``norm`` is "lrn", "batch" or "none"."""
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     # features
     x = torch_conv(96, 11, strides=4, padding="valid", in_channels=3, name="conv1")(inputs)  # (N, 55, 55, 96)
     x = layers.ReLU(name="relu1")(x)

@@ -21,7 +21,8 @@ Departures from the paper, each on purpose:
   in conv2, conv4, conv5 and the dense layers. That init only trains with the
   paper's exact schedule.
 - Option ``norm``: ``"lrn"`` (the paper), ``"batch"`` (BatchNorm where the LRN was,
-  after the ReLU, as the notebooks users compare against do) or ``"none"``.
+  after the ReLU) or ``"none"``. The form users' notebooks train, with BatchNorm after
+  every convolution and fc6 sized for 224 px, is ``alexnet_bn``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ class AlexNet2012(nn.Module):
         self.classifier.fc8 = nn.Linear(self.classifier.fc8.in_features, num_classes)
 
 
-def alexnet2012(num_classes: int = 10, dropout: float = 0.5, norm: str = "lrn") -> AlexNet2012:
-    """The 2012 paper's AlexNet, one tower; ``norm`` is "lrn", "batch" or "none"."""
+def alexnet2012(num_classes: int = 10, dropout: float = 0.5, norm: str = "lrn",
+                input_size: int = 227) -> AlexNet2012:
+    """The 2012 paper's AlexNet, one tower; ``norm`` is "lrn", "batch" or "none".
+
+    ``input_size`` does not change the layers: fc6 needs pool5's 6x6 map, which 227-258 px give.
+    """
     return AlexNet2012(num_classes=num_classes, dropout=dropout, norm=norm)

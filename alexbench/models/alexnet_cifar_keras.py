@@ -32,10 +32,11 @@ def _conv_bn(x, i: int, c_in: int, c_out: int):
 
 
 def alexnet_cifar(num_classes: int = 10, dropout: float = 0.25,
-                  channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN) -> keras.Model:
-    """AlexNet for CIFAR's 32x32x3 images as a Keras Functional model."""
+                  channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN,
+                  input_size: int = 32) -> keras.Model:
+    """AlexNet for CIFAR's 32x32x3 images as a Keras Functional model (32-39 px end in pool5's 4x4 map)."""
     c1, c2, c3, c4, c5 = channels
-    inputs = keras.Input(shape=(32, 32, 3), name="image")
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     # features
     x = _conv_bn(inputs, 1, 3, c1)
     x = layers.MaxPooling2D(2, strides=2, name="pool1")(x)  # (N, 16, 16, c1)

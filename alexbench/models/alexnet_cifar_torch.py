@@ -91,6 +91,10 @@ class AlexNetCifar(nn.Module):
 
 
 def alexnet_cifar(num_classes: int = 10, dropout: float = 0.25,
-                  channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN) -> AlexNetCifar:
-    """AlexNet for CIFAR's 32x32 images (see the module docstring for every choice)."""
+                  channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN,
+                  input_size: int = 32) -> AlexNetCifar:
+    """AlexNet for CIFAR's 32x32 images (see the module docstring for every choice).
+
+    ``input_size`` does not change the layers: fc6 needs pool5's 4x4 map, which 32-39 px give.
+    """
     return AlexNetCifar(num_classes=num_classes, dropout=dropout, channels=tuple(channels), hidden=hidden)

@@ -24,9 +24,9 @@ keras = import_keras()
 layers = keras.layers
 
 
-def alexnet(num_classes: int = 10, dropout: float = 0.5) -> keras.Model:
-    """torchvision's AlexNet as a Keras Functional model for 224x224x3 input."""
-    inputs = keras.Input(shape=(224, 224, 3), name="image")
+def alexnet(num_classes: int = 10, dropout: float = 0.5, input_size: int = 224) -> keras.Model:
+    """torchvision's AlexNet as a Keras Functional model; 224 px is native, any size >= 63 px works."""
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     # features
     x = layers.ZeroPadding2D(2, name="pad1")(inputs)
     x = torch_conv(64, 11, strides=4, padding="valid", in_channels=3, name="conv1")(x)  # (N, 55, 55, 64)

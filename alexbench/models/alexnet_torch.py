@@ -63,6 +63,9 @@ class AlexNet(nn.Module):
         self.classifier.fc8 = nn.Linear(self.classifier.fc8.in_features, num_classes)
 
 
-def alexnet(num_classes: int = 10, dropout: float = 0.5) -> AlexNet:
-    """torchvision's AlexNet with named layers and PyTorch's default initialisation."""
+def alexnet(num_classes: int = 10, dropout: float = 0.5, input_size: int = 224) -> AlexNet:
+    """torchvision's AlexNet with named layers and PyTorch's default initialisation.
+
+    ``input_size`` does not change the layers: the adaptive pool takes any map (>= 63 px).
+    """
     return AlexNet(num_classes=num_classes, dropout=dropout)

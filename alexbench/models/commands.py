@@ -19,7 +19,8 @@ def _table(rows: list[list[str]], right: set[int]) -> str:
 
 def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
     """One dict per registered model: params per framework and FLOPs per framework."""
-    from alexbench.models import MODELS, count_params, create_model
+    from alexbench.models import MODELS, accepted_sizes, count_params, create_model
+    from alexbench.models.geometry import describe_sizes
     from alexbench.models.flops import keras_flops, torch_flops
 
     rows = []
@@ -31,6 +32,7 @@ def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
             flops[framework] = torch_flops(model, spec.input_size) if framework == "torch" else keras_flops(model)
             del model
         rows.append({"name": name, "frameworks": spec.frameworks, "input_size": spec.input_size,
+                     "accepts": describe_sizes(accepted_sizes(name)),
                      "params": params, "flops": flops, "description": spec.description})
     return rows
 
@@ -38,8 +40,8 @@ def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
 def models_command(args: argparse.Namespace) -> int:
     """Print every registered model: frameworks, input size, params and FLOPs, from each framework's built model."""
     rows = models_rows(10)
-    header = ["model", "frameworks", "input", "torch trainable", "torch total", "keras trainable", "keras total",
-              "FLOPs/image", "GFLOPs"]
+    header = ["model", "frameworks", "input", "accepts", "torch trainable", "torch total", "keras trainable",
+              "keras total", "FLOPs/image", "GFLOPs"]
     table = [header]
     mismatches = []
     for r in rows:
@@ -47,13 +49,13 @@ def models_command(args: argparse.Namespace) -> int:
         if len(set(p.values())) > 1 or len(set(f.values())) > 1:
             mismatches.append(r["name"])
         flops = " / ".join(f"{v:,}" for v in dict.fromkeys(f.values()))
-        table.append([r["name"], ",".join(r["frameworks"]), f"{r['input_size']}px",
+        table.append([r["name"], ",".join(r["frameworks"]), f"{r['input_size']}px", r["accepts"],
                       f"{p['torch'][0]:,}", f"{p['torch'][1]:,}", f"{p['keras'][0]:,}", f"{p['keras'][1]:,}",
                       flops, f"{f['torch'] / 1e9:.3f}"])
     print("Registered models (10 classes; params counted in each framework's built model; total includes "
           "BatchNorm running statistics;")
     print("FLOPs per forward image = 2 x conv and dense multiply-adds, equal in both frameworks):")
-    print(_table(table, right={3, 4, 5, 6, 7, 8}))
+    print(_table(table, right={4, 5, 6, 7, 8, 9}))
     print()
     for r in rows:
         print(f"  {r['name']:<14} {r['description']}")

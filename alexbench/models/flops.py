@@ -58,7 +58,8 @@ def keras_flops(model: Any) -> int:
     return int(total)
 
 
-def flops_per_image(name: str, num_classes: int = 10, framework: str = "torch", **options: Any) -> int:
+def flops_per_image(name: str, num_classes: int = 10, framework: str = "torch", input_size: int | None = None,
+                    **options: Any) -> int:
     """Forward FLOPs for one image of registered model ``name`` (see the module docstring).
 
     The figure is the same for both frameworks; ``parity`` and the tests check that.
@@ -67,7 +68,8 @@ def flops_per_image(name: str, num_classes: int = 10, framework: str = "torch", 
     """
     from alexbench.models import create_model, get_spec
 
-    model = create_model(name, framework, num_classes, **options)
+    size = input_size or get_spec(name).input_size
+    model = create_model(name, framework, num_classes, input_size=size, **options)
     if framework == "torch":
-        return torch_flops(model, get_spec(name).input_size)
+        return torch_flops(model, size)
     return keras_flops(model)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ALEXNET_CIFAR_CHANNELS", "ALEXNET_CIFAR_HIDDEN", "ModelOptions", "AlexNetOptions",
-           "AlexNet2012Options", "AlexNetCifarOptions", "VGG16Options"]
+           "AlexNet2012Options", "AlexNetBNOptions", "AlexNetCifarOptions", "VGG16Options"]
 
 # alexnet_cifar's layer sizes at width 1 (both builders take them from here)
 ALEXNET_CIFAR_CHANNELS = (64, 192, 384, 256, 256)
@@ -50,6 +50,11 @@ class AlexNetOptions(ModelOptions):
 class AlexNet2012Options(ModelOptions):
     dropout: float = Field(0.5, ge=0, lt=1)
     norm: Literal["lrn", "batch", "none"] = "lrn"
+
+
+class AlexNetBNOptions(ModelOptions):
+    dropout: float = Field(0.5, ge=0, lt=1)
+    pool_padding: Literal["valid", "same"] = "valid"  # "same": Keras's padded pools, ceil(n / 2) outputs
 
 
 class AlexNetCifarOptions(ModelOptions):

@@ -64,7 +64,8 @@ def _keras_logits(model: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(model(x.transpose(0, 2, 3, 1), training=False), dtype=np.float32)  # NCHW -> NHWC
 
 
-def check(name: str, num_classes: int = 10, batch: int = 4, seed: int = 0, **options: Any) -> dict[str, Any]:
+def check(name: str, num_classes: int = 10, batch: int = 4, seed: int = 0, input_size: int | None = None,
+          **options: Any) -> dict[str, Any]:
     """Port ``name`` torch->keras and keras->torch and compare logits on a fixed batch.
 
     Returns a dict with ``torch_to_keras`` and ``keras_to_torch`` (max abs logit
@@ -80,15 +81,15 @@ def check(name: str, num_classes: int = 10, batch: int = 4, seed: int = 0, **opt
 
         raise UserError(f"parity: batch must be >= 1 (got {batch})")
     rng = np.random.default_rng(seed)
-    size = spec.input_size
+    size = input_size or spec.input_size
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)  # NCHW
 
     # torch -> keras
     torch.manual_seed(seed)
     keras.utils.set_random_seed(seed)
-    tm = create_model(name, "torch", num_classes, **options)
+    tm = create_model(name, "torch", num_classes, input_size=size, **options)
     _randomise_torch_bn(tm, rng)
-    km = port.torch_to_keras(tm, create_model(name, "keras", num_classes, **options))
+    km = port.torch_to_keras(tm, create_model(name, "keras", num_classes, input_size=size, **options))
     ref = _torch_logits(tm, x)
     d_tk = float(np.max(np.abs(ref - _keras_logits(km, x))))
     params = {"torch": count_params(tm, "torch"), "keras": count_params(km, "keras")}
@@ -100,7 +101,7 @@ def check(name: str, num_classes: int = 10, batch: int = 4, seed: int = 0, **opt
     # seed), so every torch weight must be written by the porter for the logits to agree.
     torch.manual_seed(seed + 1)
     _perturb_keras(km, rng)
-    tm = port.keras_to_torch(km, create_model(name, "torch", num_classes, **options))
+    tm = port.keras_to_torch(km, create_model(name, "torch", num_classes, input_size=size, **options))
     ref = _keras_logits(km, x)
     d_kt = float(np.max(np.abs(ref - _torch_logits(tm, x))))
     scale = max(scale, float(np.max(np.abs(ref))))

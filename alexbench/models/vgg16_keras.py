@@ -37,9 +37,9 @@ def _dense(units: int, name: str, dtype=None) -> layers.Dense:
                         kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01), bias_initializer="zeros")
 
 
-def vgg16(num_classes: int = 10, dropout: float = 0.5) -> keras.Model:
-    """VGG-16 for 224x224x3 input as a Keras Functional model."""
-    inputs = keras.Input(shape=(224, 224, 3), name="image")
+def vgg16(num_classes: int = 10, dropout: float = 0.5, input_size: int = 224) -> keras.Model:
+    """VGG-16 as a Keras Functional model; 224 px is native, any size >= 32 px works."""
+    inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     x = inputs
     for block, convs, filters in BLOCKS:
         for i in range(1, convs + 1):

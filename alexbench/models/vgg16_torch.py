@@ -74,6 +74,9 @@ class VGG16(nn.Module):
         self.classifier.predictions = head
 
 
-def vgg16(num_classes: int = 10, dropout: float = 0.5) -> VGG16:
-    """torchvision's VGG-16 with keras.applications' layer names."""
+def vgg16(num_classes: int = 10, dropout: float = 0.5, input_size: int = 224) -> VGG16:
+    """torchvision's VGG-16 with keras.applications' layer names.
+
+    ``input_size`` does not change the layers: the adaptive pool takes any map (>= 32 px).
+    """
     return VGG16(num_classes=num_classes, dropout=dropout)
