@@ -41,7 +41,8 @@ from alexbench.errors import UserError
 __all__ = [
     "CONFIG", "STATE", "LOG", "HISTORY", "CHECKPOINTS", "PREDICTIONS", "METRICS", "RUN_STATUS", "RESOURCES",
     "RUN_FILES", "CONFIG_HEADER", "HISTORY_COLUMNS",
-    "entry_label", "run_slug", "code_version", "checkpoint_meta", "is_run_dir", "is_run_folder",
+    "entry_label", "run_slug", "code_version", "preprocessing", "check_preprocessing", "checkpoint_meta",
+    "is_run_dir", "is_run_folder",
     "read_json", "read_state", "write_state", "read_config", "write_config", "read_history", "write_history",
     "read_predictions", "write_predictions", "write_metrics",
 ]
@@ -93,9 +94,58 @@ def code_version() -> str:
     return f"{__version__}+src.{h.hexdigest()[:12]}"
 
 
-def checkpoint_meta(progress: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
-    """The metadata every checkpoint carries: the loop's progress, the resolved config, the code version."""
-    return {"progress": dict(progress), "config": dict(config), "code_version": code_version()}
+# -- the run's preprocessing ------------------------------------------------------------------
+
+def preprocessing(norm: Any, input_size: int, image_size: Sequence[int], classes: Sequence[str],
+                  tta_flip: bool) -> dict[str, Any]:
+    """What a model trained in this run expects of its input, recorded once per run.
+
+    ``norm`` is the run's :class:`~alexbench.data.stream.Normalization`. The record is stored
+    in every checkpoint (``meta["inference"]``) and in ``metrics.json`` (``dataset.classes``
+    and ``dataset.preprocess``); ``eval`` (and ``predict``/``export``) read it instead of
+    recomputing anything from data::
+
+        {"classes": ["airplane", ...],            # index i is the model's output i
+         "preprocess": {"normalization": "dataset",  # the preset the numbers came from
+                        "mean": [r, g, b], "std": [r, g, b],  # in channel_order, on the 0..255 scale
+                        "channel_order": "RGB",   # or "BGR" (caffe): channels are swapped before (x - mean) / std
+                        "scale": "0-255",
+                        "image_size": [h, w],     # the training images' size (null: not recorded)
+                        "input_size": 32,         # the model's input side (the batch is resized to it)
+                        "tta_flip": true}}        # evaluation averages the logits of the image and its mirror
+    """
+    return {"classes": [str(c) for c in classes],
+            "preprocess": {"normalization": str(norm.name), "mean": [float(v) for v in norm.mean],
+                           "std": [float(v) for v in norm.std], "channel_order": "BGR" if norm.bgr else "RGB",
+                           "scale": "0-255", "image_size": [int(v) for v in image_size][:2],
+                           "input_size": int(input_size), "tta_flip": bool(tta_flip)}}
+
+
+def check_preprocessing(record: Any, where: str) -> dict[str, Any]:
+    """``record`` (see :func:`preprocessing`) checked; a UserError naming ``where`` when it is malformed."""
+    try:
+        classes, pre = record["classes"], record["preprocess"]
+        ok = (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
+              and pre["channel_order"] in ("RGB", "BGR") and int(pre["input_size"]) >= 1
+              and len(pre["mean"]) == 3 and len(pre["std"]) == 3
+              and (pre["image_size"] is None or len(pre["image_size"]) == 2)
+              and all(math.isfinite(float(v)) for v in pre["mean"])
+              and all(math.isfinite(float(v)) and float(v) > 0 for v in pre["std"]))
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(f"{where}: the recorded preprocessing is incomplete or malformed")
+    return record
+
+
+def checkpoint_meta(progress: Mapping[str, Any], config: Mapping[str, Any],
+                    inference: Mapping[str, Any] | None = None) -> dict:
+    """The metadata every checkpoint carries: the loop's progress, the resolved config, the code version
+    and the run's preprocessing (``inference``, see :func:`preprocessing`)."""
+    meta = {"progress": dict(progress), "config": dict(config), "code_version": code_version()}
+    if inference is not None:
+        meta["inference"] = dict(inference)
+    return meta
 
 
 def is_run_dir(path: Path) -> bool:

@@ -210,6 +210,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     spec = MODELS[cfg.model]
     input_size = cfg.input_size or spec.input_size
     norm = normalization(pick_normalization(cfg), splits.x_train)
+    inference = rundir.preprocessing(norm, input_size, splits.x_train.shape[1:3], splits.classes, cfg.tta_flip)
     engine = make_engine(cfg, len(splits.classes), norm, input_size)
     engine.build()
     trainable, total = engine.params()
@@ -228,19 +229,20 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     info = {
         "entry": entry_label(cfg), "cfg": cfg, "ds": ds, "splits": splits, "engine": engine, "norm": norm,
         "input_size": input_size, "params": (trainable, total), "flops": flops, "threads": threads,
-        "hooks": hooks,
+        "hooks": hooks, "inference": inference,
     }
     log(f"{entry_label(cfg)}: {total:,} params, {flops / 1e6:.1f} MFLOPs/image, input {input_size}px, "
         f"{engine.device} {engine.precision}, {len(splits.y_train)} train / {len(splits.y_val)} val / "
         f"{len(splits.y_test)} test from {ds.name}")
     rundir.write_state(out, "running", prog.epoch, cfg.epochs)
-    _loop(cfg, out, engine, stream, splits, prog, log, on_epoch_end, quiet, hooks)
+    _loop(cfg, out, engine, stream, splits, prog, log, on_epoch_end, quiet, hooks, inference)
     return _finish(out, info, prog, log)
 
 
-def _save(out: Path, name: str, engine: Engine, cfg: TrainConfig, prog: _Progress, hooks: Hooks) -> Path:
+def _save(out: Path, name: str, engine: Engine, cfg: TrainConfig, prog: _Progress, hooks: Hooks,
+          inference: dict) -> Path:
     """Checkpoint ``name`` (last or best); ``last`` keeps the previous one as ``last.prev``."""
-    meta = rundir.checkpoint_meta(prog.to_meta(), cfg.model_dump(mode="json"))
+    meta = rundir.checkpoint_meta(prog.to_meta(), cfg.model_dump(mode="json"), inference)
     path = ckpt.save(out, name, cfg.framework, lambda p: engine.save(p, meta), keep_previous=name == "last")
     hooks.checkpoint_written(name, path, meta["progress"])
     return path
@@ -256,7 +258,8 @@ def _progress_bar(quiet: bool):  # noqa: ANN202
 
 
 def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, splits: Splits, prog: _Progress,
-          log: _Log, on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, hooks: Hooks) -> None:
+          log: _Log, on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, hooks: Hooks,
+          inference: dict) -> None:
     steps = len(stream)
     ckpt_every = cfg.checkpoint_minutes * 60.0
     pretrained_phases = bool(cfg.pretrained) and cfg.finetune.freeze_epochs > 0
@@ -320,7 +323,7 @@ def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, spli
                         prog.epoch_seconds += time.perf_counter() - t_epoch
                         prog.train_seconds += time.perf_counter() - t_epoch
                         t_epoch = time.perf_counter()
-                        path = _save(out, "last", engine, cfg, prog, hooks)
+                        path = _save(out, "last", engine, cfg, prog, hooks, inference)
                         last_save = time.perf_counter()
                         if intr.flag:
                             rundir.write_state(out, "interrupted", epoch, cfg.epochs)
@@ -332,7 +335,7 @@ def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, spli
                 prog.train_seconds += elapsed
                 if task is not None:
                     bar.remove_task(task)
-                _end_epoch(cfg, out, engine, splits, prog, log, lr, hooks)
+                _end_epoch(cfg, out, engine, splits, prog, log, lr, hooks, inference)
                 if on_epoch_end:
                     on_epoch_end(out, prog.history[-1])
         finally:
@@ -341,7 +344,7 @@ def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, spli
 
 
 def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog: _Progress, log: _Log,
-               lr: float, hooks: Hooks) -> None:
+               lr: float, hooks: Hooks, inference: dict) -> None:
     epoch = prog.epoch
     if len(splits.y_val):
         probs, val_loss = engine.predict(observe_eval(eval_batches(splits.x_val, splits.y_val, cfg.eval_batch_size),
@@ -369,8 +372,8 @@ def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog
             log(f"early stopping: no val improvement for {prog.bad_epochs} epochs")
     rundir.write_history(out, prog.history)
     if improved:  # best is chosen on validation only, never on test
-        _save(out, "best", engine, cfg, prog, hooks)
-    _save(out, "last", engine, cfg, prog, hooks)
+        _save(out, "best", engine, cfg, prog, hooks, inference)
+    _save(out, "last", engine, cfg, prog, hooks, inference)
     rundir.write_state(out, "running", prog.epoch, cfg.epochs)
 
 
@@ -402,7 +405,8 @@ def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
         "train_labels": train_labels.astype(np.int64)})
     dataset = ds.describe()
     dataset.update({"train": len(splits.y_train), "val": len(splits.y_val), "test": len(splits.y_test),
-                    "normalization": info["norm"].to_dict(), "input_size": info["input_size"]})
+                    "normalization": info["norm"].to_dict(), "input_size": info["input_size"],
+                    "classes": info["inference"]["classes"], "preprocess": info["inference"]["preprocess"]})
     data_share = prog.data_seconds / prog.step_seconds if prog.step_seconds > 0 else None
     trainable, total = info["params"]
     metrics = {
