@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import socket
@@ -30,7 +31,8 @@ from typing import Callable, Iterator
 
 from alexbench.errors import UserError
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "remove_stale_temps", "RunLock",
+__all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "strict_json", "remove_stale_temps",
+           "RunLock",
            "FileHook", "add_file_hook", "publish"]
 
 #: ``hook(temp, target, when)``: ``when`` is "renaming" (just before ``temp`` replaces ``target``)
@@ -153,20 +155,39 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, text.encode("utf-8"))
 
 
+def strict_json(obj: object, indent: int | None = 2, default: Callable[[object], object] | None = None) -> str:
+    """``obj`` as strict JSON (RFC 8259), the only way alexbench writes a JSON file.
+
+    NaN and ±infinity, which ``json.dumps`` would write as the bare words ``NaN`` and
+    ``Infinity`` that strict parsers (``JSON.parse``, ``jq``) refuse, become ``null``; a
+    writer that knows why a value is missing says so next to it. NumPy scalars and
+    arrays become numbers and lists, paths strings; ``default`` converts anything else.
+    """
+    def fallback(o: object) -> object:
+        return str(o) if isinstance(o, Path) or default is None else _finite(default(o))
+
+    return json.dumps(_finite(obj), indent=indent, sort_keys=False, allow_nan=False,
+                      default=fallback if default else _json_default)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as strict JSON (:func:`strict_json`), atomically."""
+    atomic_write_text(path, strict_json(obj) + "\n")
+
+
+def _finite(obj: object) -> object:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):  # scalars and arrays
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(obj: object) -> object:
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping
 
-from alexbench.atomic import atomic_path, atomic_write_text
+from alexbench.atomic import atomic_path, atomic_write_json
 from alexbench.errors import UserError
 from alexbench.rundir import CONFIG_HEADER, RUN_FILES, is_run_folder
 
@@ -192,8 +192,8 @@ def _read_manifest(folder: Path) -> dict[str, list[str]]:
 
 
 def _write_manifest(folder: Path, files: Mapping[str, list[str]]) -> None:
-    atomic_write_text(folder / MANIFEST, json.dumps({"format": _MANIFEST_FORMAT, "written_by": "alexbench",
-                                                     "files": dict(sorted(files.items()))}, indent=1) + "\n")
+    atomic_write_json(folder / MANIFEST, {"format": _MANIFEST_FORMAT, "written_by": "alexbench",
+                                          "files": dict(sorted(files.items()))})
 
 
 def publish_folder(folder: Path, files: Mapping[str, bytes], *, flag: str, force: bool = False,

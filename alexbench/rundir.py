@@ -210,6 +210,7 @@ def write_state(run: Path, status: str, epoch: int, epochs: int, reason: str | N
 
 
 def write_metrics(run: Path, metrics: Mapping[str, Any]) -> None:
+    """``metrics.json``, strict JSON: a NaN or infinity is written as null (see ``null_reasons`` in it)."""
     atomic_write_json(Path(run) / METRICS, metrics)
 
 
@@ -240,10 +241,11 @@ def read_config(path: Path) -> tuple[dict[str, Any], str]:
 # -- history.csv -----------------------------------------------------------------------------
 
 def write_history(run: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rewrite ``history.csv`` with one row per epoch (floats with 6 significant digits)."""
+    """Rewrite ``history.csv`` with one row per epoch (floats with 6 significant digits; a missing value is nan)."""
     lines = [",".join(HISTORY_COLUMNS)]
     for r in rows:
-        lines.append(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in HISTORY_COLUMNS))
+        lines.append(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else "nan" if r[c] is None else str(r[c])
+                              for c in HISTORY_COLUMNS))
     atomic_write_text(Path(run) / HISTORY, "\n".join(lines) + "\n")
 
 

@@ -358,8 +358,10 @@ def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog
            "lr": float(lr), "seconds": prog.epoch_seconds, "elapsed_seconds": prog.train_seconds,
            "images_per_second": ips}
     prog.history.append(row)
+    speed = f"{ips:.0f} img/s" if math.isfinite(ips) else f"img/s not timed (the first {WARMUP_STEPS} steps are warm-up)"
+    val = f"val loss {val_loss:.4f} acc {val_acc:.4f}" if len(splits.y_val) else "no validation split"
     log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-        f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['seconds']:.1f}s, {ips:.0f} img/s")
+        f"{val} | {row['seconds']:.1f}s, {speed}")
     improved = (not len(splits.y_val)) or val_acc > prog.best_val
     prog.epoch, prog.step = epoch + 1, 0
     prog.loss_sum, prog.correct, prog.seen, prog.epoch_seconds = 0.0, 0, 0, 0.0
@@ -381,6 +383,22 @@ def _sample_images(splits: Splits, cfg: TrainConfig, k: int = 32) -> tuple[np.nd
     stream = BatchStream(splits.x_train, splits.y_train, min(k, len(splits.y_train)), cfg.seed,
                          augment=cfg.augment.enabled, pad=cfg.augment.crop_padding, flip=cfg.augment.flip)
     return stream.batch(stream.plan(0), 0)
+
+
+def _null_reasons(cfg: TrainConfig, prog: _Progress) -> dict[str, str]:
+    """Why a value of metrics.json is null (JSON has no NaN), by key; ``epochs[].k`` is key k of an epoch row."""
+    warm = (f"not timed: all {prog.global_step} steps were warm-up (the first {WARMUP_STEPS} steps after each "
+            "start or resume are not timed); train longer to measure speed")
+    reasons = {}
+    if prog.timed_seconds <= 0:
+        reasons["images_per_second"] = reasons["data_share"] = warm
+    if any(not isinstance(r["images_per_second"], float) or not math.isfinite(r["images_per_second"])
+           for r in prog.history):
+        reasons["epochs[].images_per_second"] = (f"null for an epoch that ended within the warm-up (the first "
+                                                 f"{WARMUP_STEPS} steps after each start or resume are not timed)")
+    if cfg.val_fraction == 0:
+        reasons["epochs[].val_loss"] = reasons["epochs[].val_acc"] = "no validation split (val_fraction: 0)"
+    return reasons
 
 
 def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
@@ -420,6 +438,7 @@ def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
         "data_share": data_share, "peak_rss_bytes": peak_rss_bytes(),
         "system": system_info(engine, info["threads"]), "config": cfg.model_dump(mode="json"),
         "code_version": rundir.code_version(), "stopped_early": prog.stopped_early, "status": "finished",
+        "null_reasons": _null_reasons(cfg, prog),
     }
     rundir.write_metrics(out, metrics)
     rundir.write_state(out, "finished", prog.epoch, cfg.epochs)

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from alexbench.atomic import atomic_write_text, strict_json
 from benchmarks.harness import (REPO, BenchError, Config, Machine, Worker, interleave, median, paired_ratio,
                                 summary)
 from benchmarks.arrays import save_arrays
@@ -567,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
               f"took {_pct(load.get('median'))} of the CPUs in the median timed block (max {_pct(load.get('max'))})")
     print(header)
     print(render(tables, markdown=False))
-    out_path.write_text(json.dumps(res, indent=1, default=str))
+    atomic_write_text(out_path, strict_json(res, indent=1, default=str))
     md = out_path.with_suffix(".md")
     md.write_text(header + "\n" + render(tables, markdown=True) + "\n" + profile_markdown(res) + "\n")
     print(f"\nwrote {out_path} and {md}")

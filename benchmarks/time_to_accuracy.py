@@ -29,11 +29,11 @@ not the time-to-accuracy figure and is marked as such in the output.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+from alexbench.atomic import atomic_write_json
 from benchmarks.harness import REPO
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": epochs, "run_dir": str(out), "config": cfg.model_dump(mode="json"),
         "system": metrics["system"],
     }
-    (out / "time_to_accuracy.json").write_text(json.dumps(result, indent=1))
+    atomic_write_json(out / "time_to_accuracy.json", result)
     if first:
         print(f"{args.framework}: test accuracy {first['test_acc_observed']:.4f} >= {args.target} first at epoch "
               f"{first['epoch']}, {first['wall_seconds'] / 60:.2f} min (goal <= {GOAL_MINUTES[args.framework]:.0f} min: "

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from alexbench.atomic import atomic_path, atomic_write_json
+from alexbench.atomic import atomic_path, atomic_write_json, strict_json
 from alexbench.errors import UserError
 from alexbench.log import get_logger
 
@@ -217,7 +217,7 @@ def save_cached(path: Path, arrays: dict[str, Any], meta: dict[str, Any]) -> boo
             with open(tmp, "wb") as fh:
                 np.savez(fh, **{k: arrays[k] for k in _ARRAYS},
                          classes=np.array(arrays["classes"], dtype=str),
-                         meta=np.array(json.dumps(meta)))
+                         meta=np.array(strict_json(meta, indent=None)))
     except UserError as exc:  # atomic_path turned the OSError into one line; previous file kept
         warn(f"decoded cache not written: {exc}")
         return False

@@ -17,6 +17,7 @@ import json
 
 import numpy as np
 
+from alexbench.atomic import strict_json
 from alexbench.config import TrainConfig
 from alexbench.data.stream import Normalization
 from alexbench.errors import UserError
@@ -225,7 +226,7 @@ class KerasEngine:
         names = [v.path for v in self.model.variables]
         with open(path, "wb") as fh:
             np.savez(fh, format=np.array(_FORMAT), variable_paths=np.array(names),
-                     meta_json=np.array(json.dumps(meta)), **arrays)
+                     meta_json=np.array(strict_json(meta, indent=None)), **arrays)
 
     def _read(self, path: str):  # noqa: ANN202
         return read_checkpoint(path)

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from alexbench.atomic import strict_json
 from alexbench.config import TrainConfig
 from alexbench.data.stream import Normalization
 from alexbench.errors import UserError
@@ -175,7 +176,7 @@ class TorchEngine:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "meta_json": json.dumps(meta),
+            "meta_json": strict_json(meta, indent=None),
         }
         if torch.cuda.is_available() and self.device.startswith("cuda"):
             blob["cuda_rng"] = torch.cuda.get_rng_state_all()
