@@ -230,6 +230,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
         "entry": entry_label(cfg), "cfg": cfg, "ds": ds, "splits": splits, "engine": engine, "norm": norm,
         "input_size": input_size, "params": (trainable, total), "flops": flops, "threads": threads,
         "hooks": hooks, "inference": inference,
+        "images_per_epoch": min(steps * cfg.batch_size, len(splits.y_train)),
     }
     log(f"{entry_label(cfg)}: {total:,} params, {flops / 1e6:.1f} MFLOPs/image, input {input_size}px, "
         f"{engine.device} {engine.precision}, {len(splits.y_train)} train / {len(splits.y_val)} val / "
@@ -401,6 +402,13 @@ def _null_reasons(cfg: TrainConfig, prog: _Progress) -> dict[str, str]:
     return reasons
 
 
+def train_flops(flops_per_image: float, images_per_epoch: int, epochs_done: int) -> int:
+    """Training compute of a run in FLOPs: 3 x forward FLOPs (forward + backward, the convention that the
+    backward pass costs twice the forward) for every image of every finished epoch. Validation and test
+    passes are not counted; epochs with a frozen base count as if every layer trained (an upper bound)."""
+    return int(3 * flops_per_image * images_per_epoch * epochs_done)
+
+
 def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
     cfg: TrainConfig = info["cfg"]
     engine, splits, ds = info["engine"], info["splits"], info["ds"]
@@ -430,7 +438,9 @@ def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
     metrics = {
         "model": cfg.model, "framework": cfg.framework, "pretrained": cfg.pretrained, "entry": info["entry"],
         "seed": cfg.seed, "dataset": dataset, "params_trainable": int(trainable), "params_total": int(total),
-        "flops_per_image": int(info["flops"]), "epochs": prog.history, "best_epoch": prog.best_epoch,
+        "flops_per_image": int(info["flops"]),
+        "train_flops": train_flops(info["flops"], info["images_per_epoch"], len(prog.history)),
+        "epochs": prog.history, "best_epoch": prog.best_epoch,
         "test": test, "train_seconds": prog.train_seconds,
         "images_per_second": prog.timed_images / prog.timed_seconds if prog.timed_seconds > 0 else None,
         "eval_seconds": eval_seconds,
@@ -444,7 +454,7 @@ def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
     rundir.write_state(out, "finished", prog.epoch, cfg.epochs)
     lo, hi = test["accuracy_ci95"]
     log(f"test accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), macro-F1 {test['macro_f1']:.4f}, "
-        f"train {prog.train_seconds:.0f}s; run folder {out}")
+        f"train {prog.train_seconds:.0f}s, {metrics['train_flops'] / 1e15:.3f} PFLOP; run folder {out}")
     return metrics
 
 

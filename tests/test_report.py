@@ -96,6 +96,7 @@ def test_compare_rows_and_pairs(runs: dict[str, Path]) -> None:
     t = rows["alexnet_cifar/torch/scratch/s0"]
     lo, hi = t["accuracy_ci95"]
     assert lo <= t["test_accuracy"] <= hi and t["params_total"] == 2_473_610 and t["best_epoch"] >= 1
+    assert t["train_flops"] == 3 * t["flops_per_image"] * 45000 * t["epochs"]
     assert rows["vgg16/keras/imagenet/s0"]["test_accuracy"] is None
     assert rows["vgg16/keras/imagenet/s0"]["progress"] == "running, epoch 2/5"
     assert len(res["pairs"]) == 3  # the three finished runs share one test set
@@ -143,7 +144,7 @@ def test_compare_command_plain_text_has_no_ansi(runs: dict[str, Path], capsys: p
     assert "\x1b[" not in out
     assert "alexnet_cifar/keras/scratch/s0" in out and "McNemar" in out
     header = next(line for line in out.splitlines() if line.startswith("run "))
-    assert "test acc" in header and "macro-F1" in header and "img/s" in header
+    assert "test acc" in header and "macro-F1" in header and "img/s" in header and "train PFLOP" in header
 
 
 def test_rich_table_when_a_terminal(runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,6 +209,9 @@ def test_write_report_html_and_markdown(tmp_path: Path, runs: dict[str, Path]) -
                     "data", "system", "configs"):
         assert f'id="{section}"' in html, section
     assert "running, epoch 2/5" in html and "running, epoch 2/5" in md
+    assert "train PFLOP" in html and "train PFLOP" in md
+    table = md.split("## Comparison", 1)[1].split("\n\n")[1].splitlines()  # header, rule, one row per run
+    assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1, table  # same cell count in every row
     assert SKIPPED["reason"] in html and SKIPPED["reason"] in md
     assert "PyTorch" in html and "McNemar" in html and "<details>" in html and "batch_size: 128" in html
     assert "airplane→" in html or "misclassified" in html

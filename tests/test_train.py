@@ -68,6 +68,13 @@ def test_one_run_writes_the_whole_run_folder(framework, tmp_path, tiny_ds):
     assert pred["train_images"].dtype == np.uint8 and pred["train_images"].shape[1:] == (32, 32, 3)
     assert disk["system"]["versions"]["torch"] and disk["system"]["versions"]["keras"]
     assert disk["params_total"] > 0 and disk["flops_per_image"] > 0
+    assert disk["train_flops"] == 3 * disk["flops_per_image"] * 96  # one epoch of 96 images, forward + backward
+
+
+def test_train_flops_counts_the_images_trained(tmp_path, tiny_ds):
+    # batch 40 on 96 images drops the last partial batch: 80 images per epoch, two epochs
+    m = train(tiny_config("torch", epochs=2, batch_size=40), tmp_path / "r", data=tiny_ds)
+    assert m["train_flops"] == 3 * m["flops_per_image"] * 80 * 2
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])

@@ -8,7 +8,8 @@ import sys
 from typing import Any, Sequence, TextIO
 
 from alexbench.report.compare import compare
-from alexbench.report.render import fmt_ci, fmt_count, fmt_duration, fmt_framework, fmt_int, fmt_p, fmt_pct, fmt_points
+from alexbench.report.render import (fmt_ci, fmt_count, fmt_duration, fmt_framework, fmt_int, fmt_p, fmt_pct,
+                                     fmt_pflop, fmt_points)
 from alexbench.report.render import write_report
 
 __all__ = ["compare_command", "report_command", "print_comparison", "format_tables", "use_rich"]
@@ -27,16 +28,17 @@ def use_rich(stream: TextIO) -> bool:
 def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], set[int]]]:
     """(title, header, rows, right-aligned column indexes) for each table to print."""
     out = []
-    header = ["run", "model", "framework", "weights", "params", "FLOPs", "epochs", "train time", "img/s",
+    header = ["run", "model", "framework", "weights", "params", "FLOPs", "train PFLOP", "epochs", "train time", "img/s",
               "test acc", "95% CI", "macro-F1", "best ep.", "status"]
     rows = []
     for r in result["rows"]:
         epochs = str(r["epochs"]) + (f"/{r['epochs_total']}" if r["epochs_total"] and r["epochs_total"] != r["epochs"] else "")
         rows.append([r["entry"], r["model"], fmt_framework(r["framework"]), r["init"], fmt_count(r["params_total"]),
-                     fmt_count(r["flops_per_image"]), epochs, fmt_duration(r["train_seconds"]),
+                     fmt_count(r["flops_per_image"]), fmt_pflop(r.get("train_flops")), epochs,
+                     fmt_duration(r["train_seconds"]),
                      fmt_int(r["images_per_second"]), fmt_pct(r["test_accuracy"]), fmt_ci(r["accuracy_ci95"]) or "–",
                      fmt_pct(r["macro_f1"]), "–" if r["best_epoch"] is None else str(r["best_epoch"]), r["progress"]])
-    out.append(("Comparison", header, rows, {4, 5, 6, 7, 8, 9, 10, 11, 12}))
+    out.append(("Comparison", header, rows, {4, 5, 6, 7, 8, 9, 10, 11, 12, 13}))
     if result["groups"]:
         g_rows = [[g["label"], str(g["n"]), f"{fmt_pct(g['accuracy_mean'])} ± {fmt_pct(g['accuracy_std'])}",
                    f"{fmt_pct(g['macro_f1_mean'])} ± {fmt_pct(g['macro_f1_std'])}",

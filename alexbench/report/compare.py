@@ -270,6 +270,7 @@ def _row(r: RunRecord) -> dict[str, Any]:
         "params_total": m.get("params_total"),
         "params_trainable": m.get("params_trainable"),
         "flops_per_image": m.get("flops_per_image"),
+        "train_flops": m.get("train_flops"),
         "epochs": r.epochs_done,
         "epochs_total": r.epochs_total,
         "best_epoch": m.get("best_epoch"),
@@ -335,7 +336,7 @@ def _groups(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
 def compare(run_dirs: Sequence[str | Path | RunRecord]) -> dict[str, Any]:
     """Compare runs. Returns a JSON-ready dict.
 
-    - ``rows``: one per run (model, framework, pretrained, params, FLOPs, epochs, train
+    - ``rows``: one per run (model, framework, pretrained, params, FLOPs, training PFLOP, epochs, train
       time, img/s, test accuracy with its 95% Wilson interval, macro-F1, best epoch,
       status). Runs still in progress have ``None`` for test-based fields.
     - ``pairs``: for each pair of finished runs evaluated on the same test set (same

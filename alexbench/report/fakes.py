@@ -107,6 +107,7 @@ def make_fake_run(directory: str | Path, *, model: str = "alexnet_cifar", framew
         "params_trainable": 2_473_610 if pretrained is None else 40_970,
         "params_total": 2_473_610 if pretrained is None else 57_044_810,
         "flops_per_image": 156_000_000 if pretrained is None else 714_000_000,
+        "train_flops": 3 * (156_000_000 if pretrained is None else 714_000_000) * 45000 * done,
         "epochs": epochs_list, "best_epoch": best,
         "test": {"accuracy": acc, "accuracy_ci95": list(wilson_interval(k, n)),
                  "loss": 2.3 * (1 - acc) + 0.2,

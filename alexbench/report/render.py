@@ -82,6 +82,14 @@ def fmt_count(x: Any) -> str:
     return f"{v:.0f}"
 
 
+def fmt_pflop(x: Any) -> str:
+    """4.63e14 FLOPs -> '0.463' (PFLOP, training compute of a run)."""
+    v = _num(x)
+    if v is None:
+        return "–"
+    return f"{v / 1e15:.3g}"
+
+
 def fmt_duration(x: Any) -> str:
     v = _num(x)
     if v is None:
@@ -387,7 +395,8 @@ def _environment() -> jinja2.Environment:
                              autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"),
                                                                  default_for_string=False),
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=fmt_pct, ci=fmt_ci, points=fmt_points, human=fmt_count, duration=fmt_duration,
+    env.filters.update(pct=fmt_pct, ci=fmt_ci, points=fmt_points, human=fmt_count, pflop=fmt_pflop,
+                       duration=fmt_duration,
                        p=fmt_p, p_phrase=fmt_p_phrase, bytes=fmt_bytes, thousands=fmt_int, framework=fmt_framework, md=md_cell, wbr=html_wbr)
     return env
 
