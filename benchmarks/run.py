@@ -7,7 +7,11 @@ It measures, side by side in one run (see :mod:`benchmarks.harness` for how):
 2. The same for Keras: the alexbench keras engine against plain ``model.fit`` in fp32
    (goal >= 1.8x).
 3. ``alexnet_cifar`` at 32 px, batch 256: training img/s for both engines and MFU
-   against this machine's bf16 GEMM rate, measured in the same rounds (goals 80% / 75%).
+   against this machine's peak in the precision the step uses (bf16 where the CPU has
+   it, else fp32), timed with the kernels of that engine's step (torch's for the torch
+   engine, TensorFlow's for Keras) in the same rounds (goals 80% / 75%; see
+   :mod:`benchmarks.mfu`). The CPU flags that decide this (avx2, avx512f, avx512_bf16,
+   amx_bf16) and the precision are recorded with the results.
 4. Evaluation img/s (batch 500) and the share of step time spent waiting for data,
    both in the benchmark's own loop and in real ``alexbench.train.train`` runs
    (goal <= 5%).
@@ -41,9 +45,10 @@ from alexbench.atomic import atomic_write_text, strict_json
 from benchmarks.harness import (REPO, BenchError, Config, Machine, Worker, interleave, median, paired_ratio,
                                 summary)
 from benchmarks.arrays import save_arrays
-from benchmarks.mfu import mfu, training_flops
+from benchmarks.mfu import CONV_SHAPE, default_precision, mfu, training_flops
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
 GOALS = {"torch_224_speedup": 2.5, "keras_224_speedup": 1.8, "mfu_torch": 0.80, "mfu_keras": 0.75,
          "data_share": 0.05}
 
@@ -119,6 +124,9 @@ def machine_info() -> dict:
     info["cpus_online"] = os.cpu_count()
     info["cpus_usable"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info["bf16_flags"] = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16") if f in flags]
+    # the flags that decide which kernels run: fp32 SIMD width, native bf16 (and so precision: auto)
+    info["cpu_flags"] = {f: f in flags for f in CPU_FLAGS}
+    info["precision_auto"] = default_precision()
     try:
         with open("/proc/meminfo") as fh:
             info["mem_total_gib"] = round(int(fh.readline().split()[1]) / 2 ** 20, 1)
@@ -273,7 +281,11 @@ def group_cifar(s: Settings, data: dict, log_dir: Path, machine: Machine) -> dic
     try:
         t = g.add("torch-default", engine_spec(data, framework="torch", **base))
         k = g.add("keras-default", engine_spec(data, framework="keras", **base))
-        gemm = g.add("gemm", {"kind": "gemm", "sizes": list(s.gemm_sizes), "reps": s.gemm_reps})
+        precision = default_precision()  # what the default engines below run in
+        gemm = g.add("gemm", {"kind": "gemm", "sizes": list(s.gemm_sizes), "reps": s.gemm_reps,
+                              "precision": precision})
+        gemm_tf = g.add("gemm-tf", {"kind": "gemm_tf", "sizes": list(s.gemm_sizes), "reps": s.gemm_reps,
+                                    "precision": precision})
         t32 = g.add("torch-fp32", engine_spec(data, framework="torch", precision="fp32", **base))
         tncl = g.add("torch-no-channels-last", engine_spec(data, framework="torch", channels_last=False, **base))
         k32 = g.add("keras-fp32", engine_spec(data, framework="keras", precision="fp32", **base))
@@ -286,7 +298,8 @@ def group_cifar(s: Settings, data: dict, log_dir: Path, machine: Machine) -> dic
         warm = {"steps": 1, "warmup": 1, "images": 500}
         head = {
             "torch": Config("torch (default)", t, op),
-            "gemm": Config("bf16 GEMM", gemm, {"op": "gemm"}),
+            "gemm": Config(f"{precision} peak (torch)", gemm, {"op": "gemm"}),
+            "gemm_tf": Config(f"{precision} peak (tensorflow)", gemm_tf, {"op": "gemm"}),
             "keras": Config("keras (default)", k, op),
             "torch_eval": Config("torch eval", t, eval_op),
             "keras_eval": Config("keras eval", k, eval_op),
@@ -308,14 +321,19 @@ def group_cifar(s: Settings, data: dict, log_dir: Path, machine: Machine) -> dic
         log(" fast-path pass")
         interleave(list(fp.values()), s.rounds_fast_paths, warm_round=warm, log=log, machine=machine)
         gemm_fp32 = gemm.call({"op": "gemm", "fp32": True})
-        peaks = [r["flops"] for r in head["gemm"].results]
-        out: dict[str, Any] = {"forward_flops_per_image": fwd, "gemm_bf16": summary(head["gemm"], "flops"),
+        out: dict[str, Any] = {"forward_flops_per_image": fwd, "precision": precision,
                                "gemm_last_with_fp32": gemm_fp32,
                                "setup_seconds": {k_: v["setup_seconds"] for k_, v in setup.items()}}
-        for fw in ("torch", "keras"):
+        for fw, peak_key in (("torch", "gemm"), ("keras", "gemm_tf")):
             res = head[fw].results
+            peaks = [r["flops"] for r in head[peak_key].results]
             mfus = [mfu(r["ips"], fwd, peak) for r, peak in zip(res, peaks)]
+            last = head[peak_key].results[-1]
             out[fw] = {"train": summary(head[fw]), "mfu": {"median": median(mfus), "rounds": mfus},
+                       "precision": res[-1].get("precision"),
+                       "peak": {**summary(head[peak_key], "flops"), "precision": last["precision"],
+                                "kernels": last["kernels"],
+                                "matmul": max(last["matmul_by_size"].values()), "conv3x3": last.get("conv3x3")},
                        "training_flops": median([training_flops(r["ips"], fwd) for r in res]),
                        "data_share": median([r["data_share"] for r in res]),
                        "step_seconds": median([r["step_seconds_median"] for r in res]),
@@ -379,6 +397,11 @@ def train_runs(s: Settings, source: str | None, work: Path) -> list[dict]:
 
 
 # -- table -----------------------------------------------------------------------------------
+def flags_text(flags: dict[str, bool]) -> str:
+    """``{"avx2": True, "amx_bf16": False}`` -> ``"avx2 yes, amx_bf16 no"``."""
+    return ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in flags.items())
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None or x != x else f"{100 * x:.1f}%"
 
@@ -403,10 +426,12 @@ def build_tables(res: dict) -> dict[str, list[list[str]]]:
     if c:
         for fw in ("torch", "keras"):
             m = c[fw]["mfu"]["median"]
-            goals.append([f"{fw}: alexnet_cifar 32px b256 MFU",
+            pk = c[fw]["peak"]
+            goals.append([f"{fw}: alexnet_cifar 32px b256 MFU ({c[fw].get('precision')} step)",
                           f"{_pct(m)} ({c[fw]['train']['median']:.0f} img/s x 3 x "
-                          f"{c['forward_flops_per_image'] / 1e6:.0f} MFLOP / {c['gemm_bf16']['median'] / 1e9:.0f} "
-                          "GFLOP/s)", f">= {GOALS['mfu_' + fw]:.0%}", _met(m, GOALS["mfu_" + fw])])
+                          f"{c['forward_flops_per_image'] / 1e6:.0f} MFLOP / {pk['median'] / 1e9:.0f} "
+                          f"GFLOP/s {pk['precision']} peak, {pk['kernels']})", f">= {GOALS['mfu_' + fw]:.0%}",
+                          _met(m, GOALS["mfu_" + fw])])
     runs = [r for r in res.get("train_runs", []) if "error" not in r]
     for r in runs:
         if r["model"] == "alexnet_cifar":
@@ -439,7 +464,13 @@ def build_tables(res: dict) -> dict[str, list[list[str]]]:
         speed.append(["alexnet_cifar: stream cost per batch / step time (if it were inline)"] +
                      [_pct(c["stream_share_if_inline"][fw]) for fw in ("torch", "keras")])
         g = c["gemm_last_with_fp32"]
-        speed.append(["bf16 GEMM peak, torch.matmul (GFLOP/s)", f"{c['gemm_bf16']['median'] / 1e9:.0f}", ""])
+        prec = c["torch"]["peak"]["precision"]
+        speed.append([f"{prec} peak used for MFU: torch / TensorFlow kernels (GFLOP/s)"] +
+                     [f"{c[fw]['peak']['median'] / 1e9:.0f}" for fw in ("torch", "keras")])
+        speed.append([f"{prec} matmul, best square size (GFLOP/s, last round)"] +
+                     [f"{c[fw]['peak']['matmul'] / 1e9:.0f}" for fw in ("torch", "keras")])
+        speed.append([f"{prec} conv 3x3, N/C_in/C_out/H=W {'/'.join(map(str, CONV_SHAPE))} (GFLOP/s, last round)"] +
+                     [f"{c[fw]['peak']['conv3x3'] / 1e9:.0f}" for fw in ("torch", "keras")])
         speed.append([f"fp32 GEMM, {g['fp32_size']}^2 (GFLOP/s, reference)", f"{g['fp32_flops'] / 1e9:.0f}", ""])
     tables["speed"] = speed
 
@@ -562,8 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     tables = build_tables(res)
     res["tables"] = tables
     load = res.get("others_cpu_share_blocks", {})
+    flags = res["machine"].get("cpu_flags", {})
     header = (f"alexbench benchmarks, {res['started']}, {s.name} settings: {res['machine'].get('cpu')}, "
-              f"{res['machine'].get('cpus_usable')} cores ({', '.join(res['machine'].get('bf16_flags', []))}); "
+              f"{res['machine'].get('cpus_usable')} cores (flags: "
+              f"{flags_text(flags)}; precision: auto = "
+              f"{res['machine'].get('precision_auto')}); "
               f"data: {res.get('data', {}).get('name')}; {res['total_seconds'] / 60:.1f} min; other processes "
               f"took {_pct(load.get('median'))} of the CPUs in the median timed block (max {_pct(load.get('max'))})")
     print(header)

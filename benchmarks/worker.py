@@ -6,8 +6,8 @@ request ``{"op": ..., ...}`` answered by one JSON line. Framework chatter goes t
 (the parent's log file): stdout is reserved for answers.
 
 Kinds: ``engine`` (an alexbench engine on the shared stream, here),
-``plain_torch`` and ``plain_keras`` (:mod:`benchmarks.baselines`), ``gemm``
-(:mod:`benchmarks.mfu`).
+``plain_torch`` and ``plain_keras`` (:mod:`benchmarks.baselines`), ``gemm`` and
+``gemm_tf`` (:mod:`benchmarks.mfu`).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ class EngineTarget:
         return {"images": steps * bs, "seconds": elapsed, "ips": steps * bs / elapsed if steps else None,
                 "data_wait_seconds": sum(waits), "data_share": sum(waits) / elapsed if steps else None,
                 "step_seconds_median": float(np.median(step_times)) if step_times else None,
-                "first_step_seconds": first_step, "loss": float(loss), "max_rss_bytes": max_rss_bytes()}
+                "first_step_seconds": first_step, "loss": float(loss), "max_rss_bytes": max_rss_bytes(),
+                "precision": self.engine.precision}
 
     def op_stream(self, batches: int, **_: object) -> dict:
         """What the stream itself costs per batch (gather + crop + flip), without prefetch."""
@@ -158,6 +159,10 @@ def build(spec: dict) -> Any:
         from benchmarks.mfu import GemmTarget
 
         return GemmTarget(spec)
+    if kind == "gemm_tf":
+        from benchmarks.mfu import TfGemmTarget
+
+        return TfGemmTarget(spec)
     raise ValueError(f"unknown worker kind {kind!r}")
 
 

@@ -85,3 +85,41 @@ def test_worker_rounds_and_tables(tmp_path):
     tables = build_tables(res)
     assert tables["goals"][1][-1] == "met"
     assert "peak RSS" in render(tables, markdown=True)
+
+
+def test_peak_in_the_steps_precision_with_each_frameworks_kernels():
+    from benchmarks.mfu import CONV_SHAPE, GemmTarget, TfGemmTarget, conv_flops_count, default_precision
+    from alexbench.frameworks import cpu_has_bf16
+
+    assert default_precision() == ("bf16" if cpu_has_bf16() else "fp32")
+    assert conv_flops_count(*CONV_SHAPE) == 2 * 32 * 32 * 32 * 256 * 256 * 9
+    spec = {"sizes": [64, 96], "reps": 2, "threads": 1, "precision": "fp32", "conv_shape": [2, 8, 16, 8]}
+    for target in (GemmTarget(spec), TfGemmTarget(spec)):
+        r = target.op_gemm()
+        assert r["precision"] == "fp32" and set(r["matmul_by_size"]) == {"64", "96"}
+        assert r["conv3x3"] > 0 and r["conv_shape"] == [2, 8, 16, 8]
+        assert r["flops"] == max([*r["matmul_by_size"].values(), r["conv3x3"]])
+    assert "tensorflow" in TfGemmTarget(spec).op_gemm()["kernels"]
+
+
+def test_tables_name_the_precision_and_the_peak_of_each_framework():
+    from benchmarks.run import CPU_FLAGS, build_tables, flags_text, machine_info
+
+    info = machine_info()
+    assert set(info["cpu_flags"]) == set(CPU_FLAGS) and info["precision_auto"] in ("bf16", "fp32")
+    assert flags_text({"avx2": True, "amx_bf16": False}) == "avx2 yes, amx_bf16 no"
+
+    def fw(peak: float, kernels: str) -> dict:
+        return {"mfu": {"median": 0.25}, "precision": "fp32", "train": {"median": 100.0}, "training_flops": 1e11,
+                "eval": {"median": 500.0}, "data_share": 0.0,
+                "peak": {"median": peak, "precision": "fp32", "kernels": kernels, "matmul": peak, "conv3x3": peak / 2}}
+
+    cifar = {"forward_flops_per_image": 344e6, "torch": fw(400e9, "torch (oneDNN/MKL)"),
+             "keras": fw(300e9, "tensorflow (oneDNN)"), "stream_share_if_inline": {"torch": 0.01, "keras": 0.01},
+             "gemm_last_with_fp32": {"fp32_size": 2048, "fp32_flops": 350e9}, "fast_paths": {}}
+    tables = build_tables({"cifar": cifar})
+    mfu_rows = [r for r in tables["goals"] if "MFU" in r[0]]
+    assert "fp32 step" in mfu_rows[0][0] and "400 GFLOP/s fp32 peak, torch" in mfu_rows[0][1]
+    assert "300 GFLOP/s fp32 peak, tensorflow" in mfu_rows[1][1]
+    peak_row = next(r for r in tables["speed"] if r[0].startswith("fp32 peak used for MFU"))
+    assert peak_row[1:] == ["400", "300"]
