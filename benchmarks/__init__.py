@@ -18,8 +18,9 @@ Modules: :mod:`benchmarks.harness` (workers and rounds), :mod:`benchmarks.worker
 (what a worker can run), :mod:`benchmarks.baselines` (the plain PyTorch loop and plain
 ``model.fit``), :mod:`benchmarks.mfu` (GEMM peak and model-FLOP utilisation),
 :mod:`benchmarks.profiles` (where the time goes), :mod:`benchmarks.trainrun` (one
-``alexbench.train.train`` run in a fresh process), :mod:`benchmarks.run` (the suite) and
-:mod:`benchmarks.time_to_accuracy`; :mod:`benchmarks.arrays` (the image arrays the parent
+``alexbench.train.train`` run in a fresh process), :mod:`benchmarks.run` (the suite),
+:mod:`benchmarks.time_to_accuracy` and :mod:`benchmarks.recipes` (test accuracy per PFLOP
+of training compute for candidate ``alexnet_cifar`` recipes); :mod:`benchmarks.arrays` (the image arrays the parent
 writes and the workers map) and :mod:`benchmarks.process` (a worker's CPU time and peak
 RSS) sit below all of them, so no two modules import each other.
 """

@@ -8,6 +8,7 @@ rendering. The suite itself (``python -m benchmarks.run``) is not part of ``make
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def test_benchmark_modules_import_no_cycle():
@@ -123,3 +124,32 @@ def test_tables_name_the_precision_and_the_peak_of_each_framework():
     assert "300 GFLOP/s fp32 peak, tensorflow" in mfu_rows[1][1]
     peak_row = next(r for r in tables["speed"] if r[0].startswith("fp32 peak used for MFU"))
     assert peak_row[1:] == ["400", "300"]
+
+
+def test_recipes_budget_run_readback_and_table(tmp_path):
+    from alexbench.train import train_flops
+    from benchmarks.recipes import CANDIDATES, candidate, config_for, markdown, planned_flops, run_candidate
+    from benchmarks.run import machine_info
+    from conftest import synthetic_dataset
+
+    # every shipped candidate but the reference fits the 0.5 PFLOP budget on the 45,000-image split
+    for c in CANDIDATES:
+        pflop = planned_flops(config_for(c, "torch", []), 45000) / 1e15
+        assert c.reference or pflop <= 0.5, (c.name, pflop)
+    assert planned_flops(config_for(candidate("base-e10"), "torch", []), 45000) == train_flops(344_346_624, 44800, 10)
+
+    ds = synthetic_dataset(12, 4)
+    tiny = ["model_options.width=0.125", "epochs=1", "batch_size=16", "eval_batch_size=64", "precision=fp32",
+            "threads=1", "val_fraction=0.2"]
+    c = candidate("e10-d0-ls02")
+    refused = run_candidate(c, "torch", ds, tmp_path, max_pflop=1e-12, extra=tiny)
+    assert refused["status"].startswith("refused") and not (tmp_path / c.name).exists()
+    row = run_candidate(c, "torch", ds, tmp_path, max_pflop=0.5, extra=tiny)
+    assert row["status"] == "finished" and row["pflop"] == pytest.approx(row["planned_pflop"])
+    assert 0.0 <= row["test_accuracy"] <= 1.0 and row["epochs"] == 1
+    again = run_candidate(c, "torch", ds, tmp_path, max_pflop=0.5, extra=tiny)  # read back, not retrained
+    assert again["test_accuracy"] == row["test_accuracy"] and again["train_seconds"] == row["train_seconds"]
+    with pytest.raises(SystemExit, match="another config"):
+        run_candidate(c, "torch", ds, tmp_path, max_pflop=0.5, extra=[*tiny, "label_smoothing=0.05"])
+    md = markdown([row, refused], machine_info(), 0.5)
+    assert "| e10-d0-ls02 |" in md and "refused" in md and "avx2" in md
