@@ -297,7 +297,7 @@ def test_freeze_base_and_unfreeze(name):
     assert head == ["fc6", "fc7", "fc8"]
 
     tm = create_model(name, "torch", **opts)
-    set_base_trainable(tm, "torch", False)
+    set_base_trainable(tm, "torch", False, head)
     trainable = {n.split(".")[1] for n, p in tm.named_parameters() if p.requires_grad}
     assert trainable == set(head)
     torch_train_mode(tm)
@@ -306,12 +306,12 @@ def test_freeze_base_and_unfreeze(name):
     before = bns[0].running_mean.clone()
     tm(torch.randn(2, 3, MODELS[name].input_size, MODELS[name].input_size))
     assert torch.equal(bns[0].running_mean, before)  # frozen BN does not update its statistics
-    set_base_trainable(tm, "torch", True)
+    set_base_trainable(tm, "torch", True, head)
     torch_train_mode(tm)
     assert all(p.requires_grad for p in tm.parameters()) and all(m.training for m in bns)
 
     km = create_model(name, "keras", **opts)
-    set_base_trainable(km, "keras", False)
+    set_base_trainable(km, "keras", False, head)
     assert {layer.name for layer in km.layers if layer.trainable_weights} == set(head)
     bn = next(layer for layer in km.layers if isinstance(layer, keras.layers.BatchNormalization))
     before = bn.moving_mean.numpy().copy()
@@ -320,12 +320,35 @@ def test_freeze_base_and_unfreeze(name):
     np.testing.assert_array_equal(bn.moving_mean.numpy(), before)  # non-trainable BN runs in inference mode
     assert count_params(km, "keras")[0] == count_params(tm, "torch")[0] - sum(
         p.numel() for n, p in tm.named_parameters() if not n.startswith("classifier."))
-    set_base_trainable(km, "keras", True)
+    set_base_trainable(km, "keras", True, head)
     assert count_params(km, "keras") == count_params(create_model(name, "keras", **opts), "keras")
 
 
 def test_vgg16_head_names():
     assert head_layer_names("vgg16") == ["fc1", "fc2", "predictions"]
+
+
+def test_spec_head_is_what_freezing_leaves_trainable_in_every_model():
+    """ModelSpec.head names exactly the weighted layers of the classifier (torch ``classifier``,
+    Keras after ``flatten``), and freezing leaves exactly those trainable, in both frameworks."""
+    for name, spec in MODELS.items():
+        head = head_layer_names(name)
+        tm, km = _built(name, "torch"), _built(name, "keras")
+        classifier = {n.split(".")[1] for n, _ in tm.named_parameters() if n.startswith("classifier.")}
+        after_flatten = [layer.name for layer in km.layers[[la.name for la in km.layers].index("flatten") + 1:]
+                         if layer.weights]
+        assert classifier == set(head) and after_flatten == head, name
+        assert spec.classifier == head[-1]
+        try:
+            set_base_trainable(tm, "torch", False, head)
+            set_base_trainable(km, "keras", False, head)
+            assert {n.rsplit(".", 2)[-2] for n, p in tm.named_parameters() if p.requires_grad} == set(head), name
+            assert {layer.name for layer in km.layers if layer.trainable_weights} == set(head), name
+        finally:
+            set_base_trainable(tm, "torch", True, head)
+            set_base_trainable(km, "keras", True, head)
+    with pytest.raises(UserError, match="head layer"):
+        set_base_trainable(_built("alexnet_cifar", "torch"), "torch", False, ["fc9"])
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])

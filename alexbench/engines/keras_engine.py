@@ -108,9 +108,9 @@ class KerasEngine:
         return count_params(self.model, "keras")
 
     def set_base_trainable(self, trainable: bool) -> None:
-        from alexbench.models import set_base_trainable
+        from alexbench.models import head_layer_names, set_base_trainable
 
-        set_base_trainable(self.model, "keras", trainable)
+        set_base_trainable(self.model, "keras", trainable, head_layer_names(self.cfg.model))
         self._make_fns()  # the trainable set changed: retrace
 
     def train_mode(self) -> None:

@@ -108,9 +108,9 @@ class TorchEngine:
         return count_params(self.model, "torch")
 
     def set_base_trainable(self, trainable: bool) -> None:
-        from alexbench.models import set_base_trainable
+        from alexbench.models import head_layer_names, set_base_trainable
 
-        set_base_trainable(self.model, "torch", trainable)
+        set_base_trainable(self.model, "torch", trainable, head_layer_names(self.cfg.model))
 
     # -- steps -------------------------------------------------------------------------------
     def _prep(self, xb: np.ndarray):  # noqa: ANN202 - torch tensor

@@ -2,17 +2,17 @@
 
 The recipe follows Keras's transfer-learning guide. Phase 1 freezes the base and
 trains the classifier, with BatchNorm kept in inference mode. Phase 2 unfreezes
-everything and trains at a low learning rate. In every registered model the head is
-the classifier: every layer after the flatten. That is ``model.classifier`` in torch,
-and the layers after ``flatten`` in Keras (see ``head_layer_names``). So phase 1 also
-trains fc6 and fc7, which a notop Keras VGG16 file leaves freshly initialised.
+everything and trains at a low learning rate. The head is the layers the model's
+``ModelSpec.head`` names (``head_layer_names``): in every registered model, the dense
+layers after the flatten (``model.classifier`` in torch). So phase 1 also trains fc6
+and fc7, which a notop Keras VGG16 file leaves freshly initialised.
 
 Nothing here imports a framework at module level.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from alexbench.errors import UserError
 
@@ -20,14 +20,6 @@ from alexbench.errors import UserError
 def _check_framework(framework: str) -> None:
     if framework not in ("torch", "keras"):
         raise UserError(f"unknown framework {framework!r}; valid: torch, keras")
-
-
-def _keras_head_start(model: Any) -> int:
-    """Index in ``model.layers`` of the first layer after ``flatten``."""
-    for i, layer in enumerate(model.layers):
-        if layer.name == "flatten":
-            return i + 1
-    raise UserError(f"keras model {model.name!r} has no 'flatten' layer, so its classifier head is unknown")
 
 
 def reset_classifier(model: Any, framework: str, num_classes: int) -> Any:
@@ -57,8 +49,9 @@ def reset_classifier(model: Any, framework: str, num_classes: int) -> Any:
     return keras.Model(model.inputs, new(old.input), name=model.name)
 
 
-def set_base_trainable(model: Any, framework: str, trainable: bool) -> None:
-    """Freeze (``trainable=False``) or unfreeze every layer except the classifier head.
+def set_base_trainable(model: Any, framework: str, trainable: bool, head: Sequence[str]) -> None:
+    """Freeze (``trainable=False``) or unfreeze every layer except the ``head`` layers
+    (``head_layer_names(model_name)``), which stay trainable.
 
     Torch: sets ``requires_grad`` on the base's parameters. Call ``torch_train_mode``
     instead of ``model.train()`` so frozen BatchNorm stays in eval mode. Keras: sets
@@ -67,13 +60,22 @@ def set_base_trainable(model: Any, framework: str, trainable: bool) -> None:
     behaviour for the base. Recompile the Keras model afterwards.
     """
     _check_framework(framework)
+    head = set(head)
     if framework == "torch":
-        for name, param in model.named_parameters():
-            if not name.startswith("classifier."):
+        layers = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if name}
+    else:
+        layers = {layer.name for layer in model.layers}
+    if not head or not head <= layers:
+        raise UserError(f"set_base_trainable: head layer(s) {', '.join(sorted(head - layers)) or '(none)'} "
+                        "not in the model")
+    if framework == "torch":
+        for name, param in model.named_parameters():  # e.g. classifier.fc6.weight: layer fc6
+            if name.rsplit(".", 2)[-2] not in head:
                 param.requires_grad_(bool(trainable))
         return
-    for layer in model.layers[:_keras_head_start(model)]:
-        layer.trainable = bool(trainable)
+    for layer in model.layers:
+        if layer.name not in head:
+            layer.trainable = bool(trainable)
 
 
 def torch_train_mode(model: Any) -> Any:
