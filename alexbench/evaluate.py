@@ -22,7 +22,7 @@ from alexbench.data.stream import Normalization, eval_batches
 from alexbench.errors import UserError
 from alexbench.metrics import classification_metrics
 from alexbench.outputs import check_json_output
-from alexbench.train import prepare_data
+from alexbench.prepare import prepare_data
 
 __all__ = ["evaluate_checkpoint", "run_preprocessing", "eval_command"]
 

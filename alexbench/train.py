@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
-import resource
 import signal
 import sys
 import time
@@ -20,18 +18,17 @@ from typing import Callable
 
 import numpy as np
 
-from alexbench import __version__
 from alexbench import checkpoint as ckpt
 from alexbench import rundir
 from alexbench.atomic import RunLock
 from alexbench.config import TrainConfig, dump_yaml, resolve_config, validate
-from alexbench.data.stream import BatchStream, Splits, eval_batches, normalization, prefetch, split_train_val, \
-    take_balanced
+from alexbench.data.stream import BatchStream, Splits, eval_batches, normalization, prefetch
 from alexbench.engines import Engine
 from alexbench.errors import TrainingDiverged, UserError
 from alexbench.hooks import Hooks, observe_eval
 from alexbench.metrics import classification_metrics
 from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder
+from alexbench.prepare import check_model, peak_rss_bytes, pick_normalization, prepare_data, system_info
 from alexbench.schedule import lr_at
 
 WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, allocator warm-up
@@ -39,25 +36,6 @@ WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, al
 
 def entry_label(cfg: TrainConfig) -> str:
     return rundir.entry_label(cfg.model, cfg.framework, cfg.pretrained, cfg.seed)
-
-
-def peak_rss_bytes() -> int:
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(ru if sys.platform == "darwin" else ru * 1024)
-
-
-def system_info(engine: Engine, threads: int) -> dict:
-    from alexbench.frameworks import cpu_name
-
-    versions = {"alexbench": __version__, "numpy": np.__version__, "python": platform.python_version()}
-    for mod in ("torch", "torchvision", "tensorflow", "keras"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - not installed or fails to import: record that
-            versions[mod] = None
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "device": engine.device,
-            "precision": engine.precision, "platform": platform.platform(), "python": platform.python_version(),
-            "versions": versions}
 
 
 class _Log:
@@ -127,37 +105,6 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-def prepare_data(cfg: TrainConfig, source) -> tuple:  # noqa: ANN001 - str, None or a Dataset
-    from alexbench.data import Dataset, load_dataset
-
-    ds = source if isinstance(source, Dataset) else load_dataset(source)
-    splits = split_train_val(ds, cfg.val_fraction, cfg.seed)
-    splits.x_train, splits.y_train = take_balanced(splits.x_train, splits.y_train, cfg.max_train_images, cfg.seed,
-                                                   "max_train_images")
-    if cfg.max_test_images:
-        splits.x_test, splits.y_test = take_balanced(splits.x_test, splits.y_test, cfg.max_test_images, 0,
-                                                     "max_test_images")
-    return ds, splits
-
-
-def pick_normalization(cfg: TrainConfig) -> str:
-    from alexbench.models import MODELS
-
-    if cfg.normalization:
-        return cfg.normalization
-    spec = MODELS[cfg.model]
-    if cfg.pretrained:
-        return spec.pretrained_norm.get(cfg.framework, "imagenet")
-    return spec.default_norm
-
-
-def _check_model(cfg: TrainConfig) -> None:
-    from alexbench.models import MODELS
-
-    if cfg.model not in MODELS:
-        raise UserError(f"model: unknown model {cfg.model!r} (valid: {', '.join(sorted(MODELS))})")
-
-
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
           resume: bool = False, on_epoch_end: Callable[[Path, dict], None] | None = None,
           quiet: bool | None = None, force: bool = False, hooks: Hooks | None = None) -> dict:
@@ -192,7 +139,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
             return rundir.read_json(out / rundir.METRICS)
     elif ((out / rundir.METRICS).exists() or have_ckpt) and not (force and not is_run_folder(out)):
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    _check_model(cfg)
+    check_model(cfg)
     out.mkdir(parents=True, exist_ok=True)
     log = _Log(out / rundir.LOG, quiet)
     if lock.took_over_from:
@@ -478,4 +425,4 @@ def train_command(args) -> int:  # noqa: ANN001
     return 0
 
 
-__all__ = ["train", "train_command", "config_from_args", "prepare_data", "pick_normalization", "entry_label"]
+__all__ = ["train", "train_command", "config_from_args", "entry_label"]

@@ -34,7 +34,7 @@ class EngineTarget:
         from alexbench.engines import make_engine
         from alexbench.frameworks import set_threads
         from alexbench.models import MODELS
-        from alexbench.train import pick_normalization
+        from alexbench.prepare import pick_normalization
 
         self.cfg = validate(spec["config"], "benchmark config")
         set_threads(self.cfg.threads)

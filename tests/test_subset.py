@@ -72,7 +72,7 @@ def test_take_balanced_returns_the_arrays_when_nothing_is_cut():
 
 
 def test_prepare_data_names_the_field():
-    from alexbench.train import prepare_data
+    from alexbench.prepare import prepare_data
 
     with pytest.raises(UserError, match="max_train_images: 3 is fewer than the 10 classes"):
         prepare_data(tiny_config(max_train_images=3), synthetic_dataset())

@@ -1,0 +1,73 @@
+"""What a training run and a checkpoint evaluation share: data, normalisation, model check, system record."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+
+import numpy as np
+
+from alexbench import __version__
+from alexbench.config import TrainConfig
+from alexbench.data.stream import split_train_val, take_balanced
+from alexbench.engines import Engine
+from alexbench.errors import UserError
+
+__all__ = ["prepare_data", "pick_normalization", "check_model", "system_info", "peak_rss_bytes"]
+
+
+def peak_rss_bytes() -> int:
+    """The largest resident set size this process has had, in bytes."""
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(ru if sys.platform == "darwin" else ru * 1024)
+
+
+def system_info(engine: Engine, threads: int) -> dict:
+    """The ``system`` block of metrics.json: the machine, the engine's device and precision, versions."""
+    from alexbench.frameworks import cpu_name
+
+    versions = {"alexbench": __version__, "numpy": np.__version__, "python": platform.python_version()}
+    for mod in ("torch", "torchvision", "tensorflow", "keras"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - not installed or fails to import: record that
+            versions[mod] = None
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "device": engine.device,
+            "precision": engine.precision, "platform": platform.platform(), "python": platform.python_version(),
+            "versions": versions}
+
+
+def prepare_data(cfg: TrainConfig, source) -> tuple:  # noqa: ANN001 - str, None or a Dataset
+    """(dataset, splits): the source loaded, split into train/val by the config's seed, subset if asked."""
+    from alexbench.data import Dataset, load_dataset
+
+    ds = source if isinstance(source, Dataset) else load_dataset(source)
+    splits = split_train_val(ds, cfg.val_fraction, cfg.seed)
+    splits.x_train, splits.y_train = take_balanced(splits.x_train, splits.y_train, cfg.max_train_images, cfg.seed,
+                                                   "max_train_images")
+    if cfg.max_test_images:
+        splits.x_test, splits.y_test = take_balanced(splits.x_test, splits.y_test, cfg.max_test_images, 0,
+                                                     "max_test_images")
+    return ds, splits
+
+
+def pick_normalization(cfg: TrainConfig) -> str:
+    """The input normalisation: the config's, else what the model's (pretrained) weights expect."""
+    from alexbench.models import MODELS
+
+    if cfg.normalization:
+        return cfg.normalization
+    spec = MODELS[cfg.model]
+    if cfg.pretrained:
+        return spec.pretrained_norm.get(cfg.framework, "imagenet")
+    return spec.default_norm
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """A UserError naming the valid models when the config's model is not registered."""
+    from alexbench.models import MODELS
+
+    if cfg.model not in MODELS:
+        raise UserError(f"model: unknown model {cfg.model!r} (valid: {', '.join(sorted(MODELS))})")
