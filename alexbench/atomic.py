@@ -32,8 +32,7 @@ from typing import Callable, Iterator
 from alexbench.errors import UserError
 
 __all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "strict_json", "remove_stale_temps",
-           "RunLock",
-           "FileHook", "add_file_hook", "publish"]
+           "RunLock", "FileHook", "add_file_hook", "file_hook", "publish"]
 
 #: ``hook(temp, target, when)``: ``when`` is "renaming" (just before ``temp`` replaces ``target``)
 #: or "renamed" (just after, before the folder is fsynced)
@@ -45,6 +44,16 @@ def add_file_hook(hook: FileHook) -> Callable[[], None]:
     """Call ``hook`` around every rename that publishes a file; returns a function that removes it."""
     _file_hooks.append(hook)
     return lambda: _file_hooks.remove(hook) if hook in _file_hooks else None
+
+
+@contextlib.contextmanager
+def file_hook(hook: FileHook) -> Iterator[None]:
+    """:func:`add_file_hook` for the duration of a ``with`` block."""
+    remove = add_file_hook(hook)
+    try:
+        yield
+    finally:
+        remove()
 
 
 def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> None:

@@ -3,9 +3,11 @@
 Pass a :class:`Hooks` subclass to :func:`alexbench.train.train` (or
 :func:`alexbench.runner.run`); override only what you need. The loop calls:
 
-    step_start ─► engine.train_step ─► step_end        (every optimizer step)
-    eval_batch(0) … eval_batch(n-1), eval_batch(n)      (every evaluation pass: val each epoch, then test)
-    checkpoint_written(name, path, progress)            (after checkpoints/last.* or best.* is in place)
+    step_start ─► engine.train_step ─► step_end          (every optimizer step)
+    eval_start, eval_batch(0) … eval_batch(n-1), eval_end  (every evaluation pass: val each epoch, then test)
+    checkpoint_written(name, path, progress)              (after checkpoints/last.* or best.* is in place)
+
+The evaluation calls come from inside ``engine.predict`` as it reads its batches.
 
 Every file the product writes goes through :mod:`alexbench.atomic`; to watch those
 writes (in any command, not only ``train``), register a file hook with
@@ -34,9 +36,14 @@ class Hooks:
     def step_end(self, global_step: int, loss: float) -> None:
         """After optimizer step ``global_step`` ran and returned ``loss``."""
 
+    def eval_start(self) -> None:
+        """An evaluation pass asks for its first batch."""
+
     def eval_batch(self, index: int) -> None:
-        """Before batch ``index`` of an evaluation pass goes to the engine; once more, with
-        ``index`` equal to the number of batches, when the pass has read them all."""
+        """Batch ``index`` (0-based) of an evaluation pass is about to go to the engine."""
+
+    def eval_end(self, batches: int) -> None:
+        """The pass has read all its ``batches`` batches (the engine has not returned yet)."""
 
     def checkpoint_written(self, name: str, path: Path, progress: dict[str, Any]) -> None:
         """After checkpoint ``name`` ("last" or "best") was written to ``path``; ``progress`` is
@@ -44,10 +51,11 @@ class Hooks:
 
 
 def observe_eval(batches: Iterable[T], hooks: Hooks) -> Iterator[T]:
-    """``batches``, calling ``hooks.eval_batch`` before each one and once after the last."""
+    """``batches``, telling ``hooks`` of the pass's start, of each batch and of its end."""
+    hooks.eval_start()
     n = 0
     for batch in batches:
         hooks.eval_batch(n)
         yield batch
         n += 1
-    hooks.eval_batch(n)
+    hooks.eval_end(n)

@@ -21,6 +21,7 @@ from alexbench import rundir
 from alexbench.atomic import RunLock, atomic_write_json
 from alexbench.config import MAX_SEED, TrainConfig, apply_overrides, deep_merge, load_yaml, validate
 from alexbench.errors import UserError
+from alexbench.hooks import Hooks
 from alexbench.outputs import check_report_targets, ensure_folder, refuse_foreign
 
 PRESETS = ("quick", "standard", "seeds")
@@ -131,7 +132,11 @@ def _with_offline_weights(cfg: TrainConfig, weights_dir: str | None) -> TrainCon
 
 def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,  # noqa: ANN001
         overrides: list[str] | None = None, weights_dir: str | None = None, resume: bool = False,
-        seeds: list[int] | None = None, force: bool = False) -> dict:
+        seeds: list[int] | None = None, force: bool = False, hooks: Hooks | None = None) -> dict:
+    """Train every entry of the plan into ``out_dir/<slug>`` and keep the report up to date.
+
+    ``hooks`` (see :mod:`alexbench.hooks`) are passed to every entry's training loop.
+    """
     from alexbench.data import Dataset, load_dataset
     from alexbench.models import WeightsUnavailable
     from alexbench.report import write_report
@@ -179,7 +184,7 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
             status["entries"][e.slug] = {"status": "running"}
             atomic_write_json(status_path, status)
             try:
-                train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report, force=force)
+                train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report, force=force, hooks=hooks)
             except WeightsUnavailable as exc:
                 reason = str(exc)
                 print(f"[{k}/{len(entries)}] {e.slug}: skipped: {reason}", file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from alexbench.report import write_report
-from alexbench.report.fakes import make_fake_run
+from support.fakeruns import make_fake_run
 
 
 def _chromium() -> str | None:

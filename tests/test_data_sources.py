@@ -394,7 +394,12 @@ def test_shipped_sample_is_small_and_recorded():
 
 
 def test_make_sample_is_stratified_and_reproducible(tmp_path):
-    from alexbench.data import make_sample
+    import importlib.util
+
+    # a maintainer's script, outside the package
+    spec = importlib.util.spec_from_file_location("make_sample", Path(__file__).parents[1] / "tools" / "make_sample.py")
+    make_sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_sample)
 
     src = tmp_path / "jpeg"
     for split, n in (("train", 4), ("test", 2)):
@@ -463,23 +468,32 @@ def test_corrupt_cache_is_ignored_and_rebuilt(tmp_path, capsys):
     assert sources.load_dataset_info(str(tmp_path / "f")).cache_hit
 
 
-def test_full_disk_keeps_previous_cache_and_no_temp(tmp_path, monkeypatch, capsys):
+def test_full_disk_keeps_previous_cache_and_no_temp(tmp_path, capsys):
+    from alexbench.atomic import file_hook
+
     write_image_folder(tmp_path / "f")
     ds = load_dataset(str(tmp_path / "f"))
     cpath = Path(ds.cache_path)
+    # a stale cache (one pixel differs), so that --verify decodes, finds the difference and rewrites it
+    stale = {"x_train": ds.x_train.copy(), "y_train": ds.y_train, "x_test": ds.x_test, "y_test": ds.y_test,
+             "classes": ds.classes}
+    stale["x_train"][0, 0, 0, 0] ^= 0xFF
+    assert cache.save_cached(cpath, stale, {"name": ds.name, "format": ds.format, "notes": [],
+                                            "source": ds.source, "sha256": ds.sha256})
     before = cpath.read_bytes()
 
-    def full_disk(fh, **arrays):
-        fh.write(b"PK\x03\x04partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(np, "savez", full_disk)
-    # verify re-decodes; make the cache look stale so that it tries to rewrite it
-    monkeypatch.setattr(np, "array_equal", lambda *a, **k: False)
-    info = sources.load_dataset_info(str(tmp_path / "f"), verify=True)
-    assert info.verify["cache_rewritten"] is False
+    def full_disk(tmp: Path, target: Path, when: str) -> None:  # the disk fills as the new cache is published
+        if target == cpath and when == "renaming":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    capsys.readouterr()
+    with file_hook(full_disk):
+        info = sources.load_dataset_info(str(tmp_path / "f"), verify=True)
+    assert info.verify["cache_matched"] is False and info.verify["cache_rewritten"] is False
     assert "no space left on device" in capsys.readouterr().err
     assert cpath.read_bytes() == before
     assert sorted(p.name for p in cpath.parent.iterdir()) == sorted([cpath.name, "hashes"])
+    np.testing.assert_array_equal(info.dataset.x_train, ds.x_train)  # the data itself is the decoded one
 
 
 def test_unwritable_cache_still_loads(tmp_path, monkeypatch, capsys):

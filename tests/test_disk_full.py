@@ -11,6 +11,7 @@ uninterrupted run. (test_data_sources.py already covers np.savez failing in the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -20,9 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alexbench.atomic import file_hook
 from alexbench.cli import main
 from alexbench.data import cache
-from alexbench.faults import write_binary_source
+from support.toydata import write_binary_source
 from conftest import tiny_config
 
 TIMING = {"seconds", "elapsed_seconds", "images_per_second"}
@@ -117,7 +119,7 @@ def test_full_disk_at_a_checkpoint(where, cli_setup, tmp_path, monkeypatch, caps
         before.update({p.name: p.read_bytes() for p in ck.iterdir() if not p.name.endswith(".tmp")})
         return True
 
-    with monkeypatch.context() as m:
+    with monkeypatch.context() as m, contextlib.ExitStack() as hooks:
         if where == "write":
             real_save = TorchEngine.save
 
@@ -133,10 +135,9 @@ def test_full_disk_at_a_checkpoint(where, cli_setup, tmp_path, monkeypatch, caps
             real_fsync = os.fsync
             m.setattr(os, "fsync", lambda fd: fail(enospc())
                       if fd_name(fd).startswith(".last.pt.") and full_now() else real_fsync(fd))
-        else:
-            real_replace = os.replace
-            m.setattr(os, "replace", lambda s, d: fail(enospc())
-                      if Path(d).name == "last.pt" and full_now() else real_replace(s, d))
+        else:  # the rename that publishes last.pt (a file hook of alexbench.atomic)
+            hooks.enter_context(file_hook(lambda tmp, target, when: fail(enospc())
+                                if when == "renaming" and target.name == "last.pt" and full_now() else None))
         rc = main(train_args(cli_setup["cfg"], cli_setup["src"], out))
     err = capsys.readouterr().err
     one_error(rc, err, "train", f"{ck / 'last.pt'}: no space left on device; the previous file was kept")
@@ -186,7 +187,7 @@ def test_full_disk_at_the_decoded_cache(where, tmp_path, monkeypatch, capsys):
     (cached,) = (home / "decoded").glob("*.npz")
     before = cached.read_bytes()
     capsys.readouterr()
-    with monkeypatch.context() as m:
+    with monkeypatch.context() as m, contextlib.ExitStack() as hooks:
         m.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)  # a new alexbench rebuilds the cache
         if where == "write":
             m.setattr(cache, "open", lambda p, mode="r", *a, **k: _FullAfter(open(p, mode, *a, **k), 4096),
@@ -196,9 +197,8 @@ def test_full_disk_at_the_decoded_cache(where, tmp_path, monkeypatch, capsys):
             m.setattr(os, "fsync", lambda fd: fail(enospc())
                       if fd_name(fd).startswith(f".{cached.name}.") else real_fsync(fd))
         else:
-            real_replace = os.replace
-            m.setattr(os, "replace", lambda s, d: fail(enospc())
-                      if Path(d) == cached else real_replace(s, d))
+            hooks.enter_context(file_hook(lambda tmp, target, when: fail(enospc())
+                                if when == "renaming" and target == cached else None))
         rc = main(["data", str(src)])
     out, err = capsys.readouterr()
     assert rc == 0, err  # the data loaded; only the cache could not be rewritten
@@ -214,7 +214,7 @@ def test_full_disk_at_the_decoded_cache(where, tmp_path, monkeypatch, capsys):
 
 @pytest.fixture
 def fake_runs(tmp_path):
-    from alexbench.report.fakes import make_fake_run
+    from support.fakeruns import make_fake_run
 
     return [make_fake_run(tmp_path / "runs" / "torch", framework="torch", accuracy=0.7, n_test=200, epochs=3),
             make_fake_run(tmp_path / "runs" / "keras", framework="keras", accuracy=0.6, n_test=200, epochs=3)]

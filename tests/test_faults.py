@@ -1,10 +1,10 @@
 """Kill tests: SIGKILL at seeded moments, then --resume; nothing lost, results bitwise equal.
 
-The trials themselves run in one subprocess, ``python -m alexbench.faults`` with a small
+The trials themselves run in one subprocess, ``python -m support.kills suite`` with a small
 trial count (the same command runs 100+ trials when asked): it imports the frameworks
 once, computes the uninterrupted reference runs once, and forks one child per run, so
 a trial costs seconds instead of two interpreter start-ups. Each trial here is one
-test item. See alexbench/faults.py for the kill points and the definition of
+test item. See tests/support/kills.py for the kill points and the definition of
 ``bytes_lost`` (bytes of previously complete files damaged or lost by a kill: must be 0).
 
 The suite's summary line, ``fault suite: trials=N faults_injected=N resumed_ok=N
@@ -28,7 +28,8 @@ import pytest
 from alexbench import checkpoint as ckpt
 from alexbench.atomic import _HOST, atomic_write_text, remove_stale_temps
 from alexbench.cli import main
-from alexbench.faults import KERAS_BOUND, PHASES, write_binary_source
+from support.kills import KERAS_BOUND, PHASES, command
+from support.toydata import write_binary_source
 from conftest import synthetic_dataset, tiny_config
 
 N_TORCH = 20
@@ -50,12 +51,11 @@ class _SummaryLine:
 def fault_suite(tmp_path_factory, request):
     work = tmp_path_factory.mktemp("faults")
     report = work / "results.json"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+    cmd, env = command("suite", "--trials", str(N_TORCH), "--keras-trials", str(N_KERAS), "--seed", "0",
+                       "--workdir", str(work / "trials"), "--json", str(report))
+    env["PYTHONHASHSEED"] = "0"
     env.pop("ALEXBENCH_DATA", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "alexbench.faults", "--trials", str(N_TORCH), "--keras-trials", str(N_KERAS),
-         "--seed", "0", "--workdir", str(work / "trials"), "--json", str(report)],
-        capture_output=True, text=True, timeout=1200, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
     if not report.exists():
         pytest.fail(f"the fault suite did not finish (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
                     f"{proc.stderr[-3000:]}")
@@ -66,6 +66,7 @@ def fault_suite(tmp_path_factory, request):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(N_TORCH + N_KERAS))
 def test_kill_then_resume_trial(fault_suite, index):
     r = fault_suite["trials"][index]
@@ -76,6 +77,7 @@ def test_kill_then_resume_trial(fault_suite, index):
     assert r["resumed_ok"], f"{label}: {r['problems']}"
 
 
+@pytest.mark.slow
 def test_fault_suite_summary(fault_suite):
     trials = fault_suite["trials"]
     line = fault_suite["summary"]
@@ -95,6 +97,7 @@ def test_fault_suite_summary(fault_suite):
     assert sum(r["kills"] >= 2 for r in trials) >= 1  # some resumes were killed again
 
 
+@pytest.mark.slow
 def test_keras_resume_within_measured_bound(fault_suite):
     keras = [r for r in fault_suite["trials"] if r["trial"]["framework"] == "keras"]
     assert len(keras) == N_KERAS

@@ -25,7 +25,7 @@ from PIL import Image
 
 from alexbench.cli import main
 from alexbench.data.cache import cache_file, source_sha256
-from alexbench.faults import CLASSES, toy_arrays, write_binary_source
+from support.toydata import CLASSES, toy_arrays, write_binary_source
 from alexbench.metrics import classification_metrics
 from conftest import tiny_config
 

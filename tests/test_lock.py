@@ -3,7 +3,7 @@ the lock is an flock on a file that records the PID; a lock file left by a dead 
 just an unlocked file and is taken over, whatever PID it names (PIDs get reused), and when
 two processes race to take over the same stale lock, exactly one wins.
 
-The end-to-end test starts a real `alexbench run` in a subprocess (tests/faultrun.py holds
+The end-to-end test starts a real `alexbench run` in a subprocess (the kill harness, tests/support/kills.py, holds
 it before its first step), aims a second `run` and a second `train` at the same folders,
 then SIGKILLs the first and resumes: the stale locks are taken over and the run finishes.
 """
@@ -23,9 +23,11 @@ import pytest
 from alexbench.atomic import RunLock
 from alexbench.cli import main
 from alexbench.errors import UserError
-from alexbench.faults import _preset_text, write_binary_source
+from alexbench.rundir import run_slug
+from support import kills
+from support.toydata import write_binary_source
 
-SLUG = "alexnet_cifar-torch-scratch-s0"
+SLUG = run_slug("alexnet_cifar", "torch", None, 0)
 
 
 def dead_pid() -> int:
@@ -55,18 +57,18 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_second_run_and_second_train_refuse_then_stale_locks_are_taken_over(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ALEXBENCH_DATA", str(tmp_path / "home"))
     src = write_binary_source(tmp_path / "src")
     preset = tmp_path / "tiny.yaml"
-    preset.write_text(_preset_text("torch", 10.0))
+    preset.write_text(kills.preset_text("torch", 10.0))
     out = tmp_path / "out"
     hold = tmp_path / "hold"
     hold.touch()
     run_args = ["run", "--preset", str(preset), "--out", str(out), "--data", str(src)]
-    first = subprocess.Popen([sys.executable, str(Path(__file__).parent / "faultrun.py"), str(hold), *run_args],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    cmd, env = kills.command("hold", str(hold), *run_args[1:])
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         run_lock, train_lock = out / ".alexbench-run.lock", out / SLUG / ".alexbench.lock"
         # the run holds its locks and has reached its first training step, so it writes nothing more

@@ -16,7 +16,7 @@ import pytest
 
 from alexbench.cli import main
 from alexbench.outputs import MANIFEST, claim_run_folder, is_run_folder
-from alexbench.report.fakes import make_fake_run
+from support.fakeruns import make_fake_run
 
 
 @pytest.fixture(scope="module")

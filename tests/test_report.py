@@ -16,7 +16,7 @@ from alexbench.errors import UserError
 from alexbench.report import compare, load_run, write_report
 from alexbench.report.commands import compare_command, format_tables, print_comparison, report_command
 from alexbench.rundir import read_history
-from alexbench.report.fakes import make_fake_run
+from support.fakeruns import make_fake_run
 from alexbench.stats import mcnemar_exact, paired_difference
 
 SKIPPED = {"entry": "alexnet/keras/imagenet/s0", "model": "alexnet", "framework": "keras",

@@ -1,8 +1,22 @@
-"""Fault injection: SIGKILL tiny training runs at seeded moments, resume them, prove nothing was lost.
+"""The kill harness: SIGKILL tiny training runs at chosen moments, resume them, prove nothing was lost.
 
-usage: python -m alexbench.faults [--trials N] [--keras-trials K] [--seed S] [--workdir DIR] [--json FILE]
+usage (from tests/, or with tests/ on PYTHONPATH):
 
-Each trial trains a tiny model (alexnet_cifar at 1/8 width, fp32, deterministic, one
+    python -m support.kills suite [--trials N] [--keras-trials K] [--seed S] [--workdir DIR] [--json FILE]
+    python -m support.kills train OUT FRAMEWORK [--resume] [--ckpt-minutes M] [--epochs N] [--hold FILE --at-step K]
+    python -m support.kills hold FILE --preset P --out DIR --data SOURCE
+
+``train`` is one tiny ``alexbench.train.train`` run on the toy set (it prints its test
+accuracy and loss as JSON). With ``--hold FILE`` it stops before optimizer step K while
+FILE exists, after creating ``FILE.held``: a test then kills it at a known point of a run
+that has not ended. ``hold`` is one ``alexbench run`` held the same way before its first
+step, with its locks taken and everything before that step written.
+
+Every kill point is reached through the product's hook points (:mod:`alexbench.hooks`
+for steps and evaluation passes, :func:`alexbench.atomic.add_file_hook` for renames);
+nothing in the product is replaced.
+
+``suite`` runs seeded trials. Each trial trains a tiny model (alexnet_cifar at 1/8 width, fp32, deterministic, one
 thread, 2 epochs on a 160-image toy dataset read from a CIFAR-10 binary folder through
 the ordinary data path and decoded-array cache), kills it with SIGKILL at a moment
 drawn from the trial's own seeded generator, checks the files the kill left behind,
@@ -38,7 +52,7 @@ is append-only: its earlier bytes must be unchanged); after every kill and after
 resume, every published file must also load (a file that does not counts in full).
 Work not yet checkpointed is recomputed, not lost, and is not counted. It must be 0.
 
-The command prints one line per trial, then
+``suite`` prints one line per trial, then
 ``fault suite: trials=N faults_injected=N resumed_ok=N bytes_lost=0`` and exits 0 when
 every trial resumed OK with nothing lost, else 1. Needs ``os.fork`` (Linux, macOS).
 """
@@ -64,10 +78,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from alexbench.data.dataset import CIFAR10_CLASSES as CLASSES
+from alexbench.hooks import Hooks
 from alexbench.rundir import run_slug
+from support.toydata import synthetic_dataset, tiny_config_dict, write_binary_source
 
-__all__ = ["KERAS_BOUND", "Trial", "plan_trials", "run_suite", "summary_line", "toy_arrays", "main"]
+__all__ = ["KERAS_BOUND", "PHASES", "Trial", "HoldAt", "command", "plan_trials", "run_suite", "summary_line", "preset_text",
+           "max_abs_diff", "main"]
 
 #: largest absolute difference allowed between a resumed keras run and its reference, over every
 #: learned number (losses, accuracies, test metrics, probabilities). Measured: 0 so far (keras on CPU
@@ -83,59 +99,41 @@ KERAS_PHASES = ["checkpoint", "batch", "eval", "timed"]
 # ----------------------------------------------------------------------------- the tiny experiment
 
 
-def toy_arrays(n_train_per_class: int = 12, n_test_per_class: int = 4, seed: int = 0):
-    """A learnable 10-class toy set: each class a colour ramp and a checker period, plus noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
-
-    def make(n_per: int):
-        y = np.repeat(np.arange(10), n_per).astype(np.int64)
-        x = np.empty((len(y), 32, 32, 3), np.float32)
-        for c in range(10):
-            hue = np.array([(c * 53) % 200, (c * 97) % 200, (c * 139) % 200], np.float32) + 30
-            checker = (((xx // (c + 2)) + (yy // (c + 2))) % 2)[..., None] * 60
-            x[y == c] = hue * (0.6 + 0.4 * xx[..., None] / 31) + checker
-        x = np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype(np.uint8)
-        return x, y
-
-    x_train, y_train = make(n_train_per_class)
-    x_test, y_test = make(n_test_per_class)
-    return x_train, y_train, x_test, y_test
+_TESTS = Path(__file__).resolve().parent.parent
 
 
-def write_binary_source(parent: Path) -> Path:
-    """The toy set as an official CIFAR-10 binary folder (1 label byte, then R, G, B planes)."""
-    x_train, y_train, x_test, y_test = toy_arrays()
-    d = parent / "cifar-10-batches-bin"
-    d.mkdir(parents=True, exist_ok=True)
-
-    def records(x: np.ndarray, y: np.ndarray) -> bytes:
-        chw = x.transpose(0, 3, 1, 2).reshape(len(x), 3072)
-        return np.concatenate([y.astype(np.uint8)[:, None], chw], axis=1).tobytes()
-
-    order = np.random.default_rng(1).permutation(len(y_train))  # batches mix the classes, as the real ones do
-    parts = np.array_split(order, 5)
-    for i, part in enumerate(parts):
-        (d / f"data_batch_{i + 1}.bin").write_bytes(records(x_train[part], y_train[part]))
-    (d / "test_batch.bin").write_bytes(records(x_test, y_test))
-    (d / "batches.meta.txt").write_text("\n".join(CLASSES) + "\n\n")
-    return d
+def command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) that run this harness in a fresh interpreter: ``command("train", out, "torch")``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_TESTS), str(_TESTS.parent), env.get("PYTHONPATH")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return [sys.executable, "-m", "support.kills", *args], env
 
 
 def fault_config(framework: str, checkpoint_minutes: float) -> dict:
-    return {
-        "model": "alexnet_cifar", "framework": framework, "model_options": {"width": 0.125},
-        "epochs": 2, "batch_size": 16, "eval_batch_size": 8, "seed": 0, "deterministic": True,
-        "val_fraction": 0.2, "precision": "fp32", "threads": 1, "checkpoint_minutes": checkpoint_minutes,
-        "optimizer": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-        "schedule": {"name": "onecycle"},
-    }
+    """The toy run of every trial; eval batches of 8 so that a pass has several batches to die in."""
+    return tiny_config_dict(framework, eval_batch_size=8, checkpoint_minutes=checkpoint_minutes)
 
 
-def _preset_text(framework: str, checkpoint_minutes: float) -> str:
+def preset_text(framework: str, checkpoint_minutes: float) -> str:
+    """A preset (``alexbench run --preset``) with the toy run as its one entry."""
     defaults = {k: v for k, v in fault_config(framework, checkpoint_minutes).items() if k not in ("model", "framework")}
     return json.dumps({"name": "faults", "seeds": [0], "defaults": defaults,
                        "entries": [{"model": "alexnet_cifar", "framework": framework}]}, indent=1)
+
+
+class HoldAt(Hooks):
+    """Wait before optimizer step ``step`` while ``hold`` exists, after creating ``hold``.held."""
+
+    def __init__(self, hold: Path, step: int = 0) -> None:
+        self.hold, self.step = Path(hold), step
+
+    def step_start(self, global_step: int) -> None:
+        if global_step != self.step or not self.hold.exists():
+            return
+        self.hold.with_suffix(".held").touch()
+        while self.hold.exists():
+            time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------- trials
@@ -194,7 +192,7 @@ def plan_trials(n_torch: int, n_keras: int, seed: int) -> list[Trial]:
 # ----------------------------------------------------------------------------- children
 
 
-def _fork(fn: Callable[[], Any], log: Path, result: Path | None = None, ready_w: int | None = None) -> int:
+def _fork(fn: Callable[[], Any], log: Path, result: Path | None = None) -> int:
     """Run ``fn`` in a forked child with stdout/stderr in ``log``; its return value goes to ``result``."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -207,8 +205,6 @@ def _fork(fn: Callable[[], Any], log: Path, result: Path | None = None, ready_w:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-        if ready_w is not None:
-            os.environ["ALEXBENCH_FAULTS_READY_FD"] = str(ready_w)
         value = fn()
         if result is not None:
             result.write_text(json.dumps(value))
@@ -288,13 +284,20 @@ def _category(dst: Path, root: Path) -> str | None:
     return "files"
 
 
-class _Hooks:
-    """Counts the events of every phase; with a trial, kills the process at its chosen event."""
+class _Killer(Hooks):
+    """Counts the events of every phase; with a trial, kills the process at its chosen event.
 
-    def __init__(self, root: Path, trial: Trial | None, counts: dict | None, trial_dir: Path, kill_n: int) -> None:
-        self.root, self.trial, self.trial_dir, self.kill_n = root, trial, trial_dir, kill_n
+    Steps and evaluation passes arrive as training hooks; renames as file hooks (every rename
+    that publishes a file goes through :func:`alexbench.atomic.publish`)."""
+
+    def __init__(self, root: Path, trial: Trial | None, counts: dict | None, trial_dir: Path, kill_n: int,
+                 ready_fd: int | None = None) -> None:
+        self.root, self.trial, self.trial_dir, self.kill_n, self.ready_fd = root, trial, trial_dir, kill_n, ready_fd
         self.counts: dict[str, int] = {}
         self.target = None
+        self._after_step = False
+        self._renamed: Path | None = None
+        self._eval_stop: int | None = None
         if trial is not None and trial.phase in ("batch", "checkpoint", "eval", "files", "cache", "report", "corrupt"):
             phase = "batch" if trial.phase == "corrupt" else trial.phase
             total = max(1, counts.get(phase, 1)) if counts else 1
@@ -308,80 +311,77 @@ class _Hooks:
         self.counts[phase] = self.counts.get(phase, 0) + 1
         return self.target == (phase, self.counts[phase])
 
-    def install(self) -> None:
-        from alexbench.engines.keras_engine import KerasEngine
-        from alexbench.engines.torch_engine import TorchEngine
+    def die(self) -> None:
+        _die(self.trial_dir, self.kill_n)
 
-        hooks = self
-        ready = os.environ.get("ALEXBENCH_FAULTS_READY_FD")
-        real_replace = os.replace
+    # -- training hooks
+    def step_start(self, global_step: int) -> None:
+        if self.ready_fd is not None:  # tell the parent that training has started
+            os.write(self.ready_fd, b"s")
+            self.ready_fd = None
+        if self.hit("batch"):
+            if self.trial.sub != "after":
+                self.die()
+            self._after_step = True
 
-        def replace(src, dst, *a, **kw):  # noqa: ANN001, ANN202
-            cat = _category(Path(dst), hooks.root)
-            if cat is None or not hooks.hit(cat):
-                return real_replace(src, dst, *a, **kw)
-            sub = hooks.trial.sub
-            if sub == "torn" and _is_temp(Path(src).name) and not str(src).endswith(".link.tmp"):
-                size = os.path.getsize(src)
-                os.truncate(src, int(size * hooks.trial.frac))
-            if sub == "after":
-                real_replace(src, dst, *a, **kw)
-            _die(hooks.trial_dir, hooks.kill_n)
+    def step_end(self, global_step: int, loss: float) -> None:
+        if self._after_step:
+            self.die()
 
-        os.replace = replace
-        for cls in (TorchEngine, KerasEngine):
-            real_step, real_predict = cls.train_step, cls.predict
+    def eval_start(self) -> None:
+        self._eval_stop = self.trial.k % 3 if self.hit("eval") else None
 
-            def train_step(self, xb, yb, lr, _real=real_step):  # noqa: ANN001, ANN202
-                nonlocal ready
-                if ready is not None:
-                    os.write(int(ready), b"s")
-                    ready = None
-                if not hooks.hit("batch"):
-                    return _real(self, xb, yb, lr)
-                if hooks.trial.sub == "after":
-                    _real(self, xb, yb, lr)
-                _die(hooks.trial_dir, hooks.kill_n)
+    def eval_batch(self, index: int) -> None:
+        if self._eval_stop == index:
+            self.die()
 
-            def predict(self, batches, _real=real_predict):  # noqa: ANN001, ANN202
-                if not hooks.hit("eval"):
-                    return _real(self, batches)
-                stop = hooks.trial.k % 3
+    def eval_end(self, batches: int) -> None:
+        if self._eval_stop is not None:
+            self.die()
 
-                def cut():  # noqa: ANN202
-                    for i, b in enumerate(batches):
-                        if i == stop:
-                            _die(hooks.trial_dir, hooks.kill_n)
-                        yield b
-                    _die(hooks.trial_dir, hooks.kill_n)
-
-                return _real(self, cut())
-
-            cls.train_step, cls.predict = train_step, predict
+    # -- file hook
+    def file(self, tmp: Path, target: Path, when: str) -> None:
+        if when == "renamed":
+            if self._renamed == target:
+                self.die()
+            return
+        cat = _category(target, self.root)
+        if cat is None or not self.hit(cat):
+            return
+        sub = self.trial.sub
+        if sub == "torn" and _is_temp(tmp.name) and not tmp.name.endswith(".link.tmp"):
+            os.truncate(tmp, int(os.path.getsize(tmp) * self.trial.frac))
+        if sub == "after":
+            self._renamed = target  # die once the rename is done, before the folder is fsynced
+            return
+        self.die()
 
 
 def _child_main(trial: Trial | None, fw: str, mode: str, ckpt_minutes: float, trial_dir: Path, source: Path,
-                resume: bool, counts: dict | None, kill_n: int, arm: bool) -> dict:
+                resume: bool, counts: dict | None, kill_n: int, arm: bool, ready_fd: int | None) -> dict:
     """What a child process does: (resume) one run, with the trial's kill armed or just counting."""
+    from alexbench.atomic import add_file_hook
+
     root = trial_dir / "w"
     os.environ["ALEXBENCH_DATA"] = str(root / "data")
     os.environ["ALEXBENCH_QUIET"] = "1"
-    hooks = _Hooks(root, trial if arm else None, counts, trial_dir, kill_n)
-    hooks.install()
+    killer = _Killer(root, trial if arm else None, counts, trial_dir, kill_n, ready_fd)
+    add_file_hook(killer.file)
     t0 = time.perf_counter()
     if mode == "train":
         from alexbench.config import validate
         from alexbench.train import train
 
-        train(validate(fault_config(fw, ckpt_minutes)), root / "run", data=str(source), resume=resume, quiet=True)
+        train(validate(fault_config(fw, ckpt_minutes)), root / "run", data=str(source), resume=resume, quiet=True,
+              hooks=killer)
     else:
         from alexbench.runner import run
 
         preset = trial_dir / "faults.yaml"
         if not preset.exists():
-            preset.write_text(_preset_text(fw, ckpt_minutes))
-        run(str(preset), str(root / "run"), data=str(source), resume=resume)
-    return {"counts": hooks.counts, "seconds": time.perf_counter() - t0}
+            preset.write_text(preset_text(fw, ckpt_minutes))
+        run(str(preset), str(root / "run"), data=str(source), resume=resume, hooks=killer)
+    return {"counts": killer.counts, "seconds": time.perf_counter() - t0}
 
 
 # ----------------------------------------------------------------------------- checks (run in a child: they load torch)
@@ -531,8 +531,8 @@ class Suite:
         result = trial_dir / f"result-{n}.json"
         result.unlink(missing_ok=True)
         r, w = os.pipe()
-        pid = _fork(lambda: _child_main(trial, fw, mode, ckpt, trial_dir, self.source, resume, counts, n, arm),
-                    trial_dir / f"child-{n}.log", result, ready_w=w)
+        pid = _fork(lambda: _child_main(trial, fw, mode, ckpt, trial_dir, self.source, resume, counts, n, arm, w),
+                    trial_dir / f"child-{n}.log", result)
         os.close(w)
         if kill_after is not None:
             started = False
@@ -721,7 +721,7 @@ def run_suite(n_torch: int, n_keras: int, seed: int, workdir: Path, echo: Callab
     from alexbench.frameworks import import_keras, import_torch
 
     if not hasattr(os, "fork"):
-        raise SystemExit("alexbench.faults needs os.fork (Linux or macOS)")
+        raise SystemExit("the kill suite needs os.fork (Linux or macOS)")
     # torch and torchvision before TensorFlow (see frameworks.import_keras); only imports here: no
     # framework runtime may start in this process, because every run happens in a forked child
     import_keras(1)  # system_info() reports the TensorFlow/Keras versions of every run: import them once here
@@ -743,16 +743,7 @@ def run_suite(n_torch: int, n_keras: int, seed: int, workdir: Path, echo: Callab
                 f"{k[0]}/{k[1]}/{k[2]:g}": v for k, v in suite.refs.items()}}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m alexbench.faults", description=__doc__.split("\n")[0])
-    p.add_argument("--trials", type=int, default=100, help="torch trials (default 100)")
-    p.add_argument("--keras-trials", type=int, default=None, help="keras trials (default: trials // 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=None,
-                   help="work here and keep the folders of failed trials (default: a temp folder, removed)")
-    p.add_argument("--keep", action="store_true", help="with --workdir: keep the folders of passed trials too")
-    p.add_argument("--json", default=None, help="write every trial's result here")
-    a = p.parse_args(argv)
+def _suite_main(a: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     n_keras = a.trials // 10 if a.keras_trials is None else a.keras_trials
     if a.trials < 0 or n_keras < 0:
         p.error("trial counts must be >= 0")
@@ -765,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         out = run_suite(a.trials, n_keras, a.seed, workdir, lambda s: print(s, flush=True), a.keep)
     else:
-        with tempfile.TemporaryDirectory(prefix="alexbench-faults-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="alexbench-kills-") as tmp:
             out = run_suite(a.trials, n_keras, a.seed, Path(tmp), lambda s: print(s, flush=True))
     if out["keras_max_abs_diff"] is not None:
         print(f"keras: largest difference between a resumed run and its reference: {out['keras_max_abs_diff']:g} "
@@ -775,6 +766,64 @@ def main(argv: list[str] | None = None) -> int:
     print(out["summary"], flush=True)
     failed = [t for t in out["trials"] if not t["resumed_ok"] or t["bytes_lost"]]
     return 1 if failed else 0
+
+
+def _train_main(a: argparse.Namespace) -> int:
+    from alexbench.config import validate
+    from alexbench.errors import UserError
+    from alexbench.train import train
+
+    cfg = validate(tiny_config_dict(a.framework, epochs=a.epochs, checkpoint_minutes=a.ckpt_minutes))
+    hooks = HoldAt(Path(a.hold), a.at_step) if a.hold else None
+    try:
+        m = train(cfg, a.out, data=synthetic_dataset(), resume=a.resume, quiet=True, hooks=hooks)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"accuracy": m["test"]["accuracy"], "loss": m["test"]["loss"]}))
+    return 0
+
+
+def _hold_main(a: argparse.Namespace) -> int:
+    from alexbench.errors import UserError
+    from alexbench.runner import run
+
+    try:
+        run(a.preset, a.out, data=a.data, hooks=HoldAt(Path(a.hold_file), 0))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m support.kills", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("suite", help="seeded kill-and-resume trials")
+    s.add_argument("--trials", type=int, default=100, help="torch trials (default 100)")
+    s.add_argument("--keras-trials", type=int, default=None, help="keras trials (default: trials // 10)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workdir", default=None,
+                   help="work here and keep the folders of failed trials (default: a temp folder, removed)")
+    s.add_argument("--keep", action="store_true", help="with --workdir: keep the folders of passed trials too")
+    s.add_argument("--json", default=None, help="write every trial's result here")
+    t = sub.add_parser("train", help="one tiny train run on the toy set")
+    t.add_argument("out")
+    t.add_argument("framework", choices=["torch", "keras"])
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--ckpt-minutes", type=float, default=10.0)
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--hold", default=None, help="wait before step --at-step while this file exists")
+    t.add_argument("--at-step", type=int, default=0)
+    h = sub.add_parser("hold", help="one alexbench run held before its first step while HOLD_FILE exists")
+    h.add_argument("hold_file")
+    h.add_argument("--preset", required=True)
+    h.add_argument("--out", required=True)
+    h.add_argument("--data", required=True)
+    a = p.parse_args(argv)
+    if a.mode == "suite":
+        return _suite_main(a, p)
+    return _train_main(a) if a.mode == "train" else _hold_main(a)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,7 @@
 
 Run from the repository root (a maintainer's step; users never need it)::
 
-    .venv/bin/python -m alexbench.data.make_sample ../shared/data/cifar10-jpeg.tar.gz
+    .venv/bin/python tools/make_sample.py ../shared/data/cifar10-jpeg.tar.gz
 
 It takes a stratified, deterministic subset of the JPEG copy of CIFAR-10: for every
 class, ``--train`` (default 500) train and ``--test`` (default 100) test images, chosen
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from alexbench.data import CIFAR10_CLASSES
 from alexbench.data.archive import is_image_name, iter_tar
-from alexbench.data.sources import CIFAR10_CLASSES
 
 MAX_BYTES = 5_000_000
-OUT_DIR = Path(__file__).resolve().parent / "sample"
+OUT_DIR = Path(__file__).resolve().parent.parent / "alexbench" / "data" / "sample"
 TOP = "cifar10-sample"
 
 
@@ -85,7 +85,7 @@ def write_tar_gz(members: list[tuple[str, bytes]]) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m alexbench.data.make_sample", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="tools/make_sample.py", description=__doc__.split("\n")[0])
     p.add_argument("source", type=Path, help="the JPEG copy, e.g. ../shared/data/cifar10-jpeg.tar.gz")
     p.add_argument("--train", type=int, default=500, help="train images per class (default 500)")
     p.add_argument("--test", type=int, default=100, help="test images per class (default 100)")

@@ -1,0 +1,1 @@
+"""Test equipment: toy data, fake run folders, the kill harness. Never imported by alexbench."""
