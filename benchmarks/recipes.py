@@ -91,7 +91,8 @@ def planned_flops(cfg, n_train: int) -> int:  # noqa: ANN001 - TrainConfig
 
 def run_candidate(c: Candidate, framework: str, ds, out: Path, max_pflop: float,  # noqa: ANN001 - Dataset
                   extra: list[str]) -> dict:
-    from alexbench.train import prepare_data, train
+    from alexbench.prepare import prepare_data
+    from alexbench.train import train
 
     cfg = config_for(c, framework, extra)
     _, splits = prepare_data(cfg, ds)
