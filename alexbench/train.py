@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +23,7 @@ from alexbench.data.stream import BatchStream, Splits, eval_batches, normalizati
 from alexbench.engines import Engine
 from alexbench.errors import TrainingDiverged, UserError
 from alexbench.hooks import Hooks, observe_eval
+from alexbench.loopstate import Interrupt, Progress, RunLog, progress_bar
 from alexbench.metrics import classification_metrics
 from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder
 from alexbench.prepare import check_model, peak_rss_bytes, pick_normalization, prepare_data, system_info
@@ -36,73 +34,6 @@ WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, al
 
 def entry_label(cfg: TrainConfig) -> str:
     return rundir.entry_label(cfg.model, cfg.framework, cfg.pretrained, cfg.seed)
-
-
-class _Log:
-    def __init__(self, path: Path, quiet: bool) -> None:
-        self.path, self.quiet = path, quiet
-
-    def __call__(self, msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-        if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-
-@dataclass
-class _Progress:
-    """Everything needed to continue a run exactly where it stopped."""
-
-    epoch: int = 0  # epoch in progress (0-based)
-    step: int = 0  # next step inside that epoch
-    global_step: int = 0
-    history: list = field(default_factory=list)
-    loss_sum: float = 0.0  # running sums of the epoch in progress
-    correct: int = 0
-    seen: int = 0
-    epoch_seconds: float = 0.0
-    timed_images: int = 0
-    timed_seconds: float = 0.0
-    data_seconds: float = 0.0
-    step_seconds: float = 0.0
-    train_seconds: float = 0.0
-    best_val: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    stopped_early: bool = False
-
-    def to_meta(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_meta(cls, meta: dict) -> "_Progress":
-        known = {k: v for k, v in meta.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-class _Interrupt:
-    """Ctrl-C sets a flag; the loop checkpoints after the current step and exits cleanly."""
-
-    def __init__(self) -> None:
-        self.flag = False
-        self._old = None
-
-    def __enter__(self) -> "_Interrupt":
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._old = None
-        return self
-
-    def _handle(self, *_: object) -> None:
-        if self.flag:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.flag = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
@@ -141,7 +72,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
     check_model(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out / rundir.LOG, quiet)
+    log = RunLog(out / rundir.LOG, quiet)
     if lock.took_over_from:
         log(f"took over a stale lock left by PID {lock.took_over_from}")
     rundir.write_config(out, dump_yaml(cfg))
@@ -168,10 +99,10 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     if steps == 0:
         raise UserError(f"batch_size: {cfg.batch_size} is larger than the training split ({len(splits.y_train)})")
 
-    prog = _Progress()
+    prog = Progress()
     if resume and have_ckpt:
         meta, path = ckpt.load_with_fallback(out, "last", cfg.framework, engine.load)
-        prog = _Progress.from_meta(meta["progress"])
+        prog = Progress.from_meta(meta["progress"])
         log(f"resumed from {path} at epoch {prog.epoch + 1}, step {prog.step}")
     info = {
         "entry": entry_label(cfg), "cfg": cfg, "ds": ds, "splits": splits, "engine": engine, "norm": norm,
@@ -187,7 +118,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     return _finish(out, info, prog, log)
 
 
-def _save(out: Path, name: str, engine: Engine, cfg: TrainConfig, prog: _Progress, hooks: Hooks,
+def _save(out: Path, name: str, engine: Engine, cfg: TrainConfig, prog: Progress, hooks: Hooks,
           inference: dict) -> Path:
     """Checkpoint ``name`` (last or best); ``last`` keeps the previous one as ``last.prev``."""
     meta = rundir.checkpoint_meta(prog.to_meta(), cfg.model_dump(mode="json"), inference)
@@ -196,25 +127,16 @@ def _save(out: Path, name: str, engine: Engine, cfg: TrainConfig, prog: _Progres
     return path
 
 
-def _progress_bar(quiet: bool):  # noqa: ANN202
-    if quiet or os.environ.get("CI") or not sys.stderr.isatty():
-        return None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True)
-
-
-def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, splits: Splits, prog: _Progress,
-          log: _Log, on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, hooks: Hooks,
+def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, splits: Splits, prog: Progress,
+          log: RunLog, on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, hooks: Hooks,
           inference: dict) -> None:
     steps = len(stream)
     ckpt_every = cfg.checkpoint_minutes * 60.0
     pretrained_phases = bool(cfg.pretrained) and cfg.finetune.freeze_epochs > 0
     frozen_now: bool | None = None
-    bar = _progress_bar(quiet)
+    bar = progress_bar(quiet)
     warm = 0
-    with _Interrupt() as intr:
+    with Interrupt() as intr:
         if bar:
             bar.start()
         try:
@@ -291,7 +213,7 @@ def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, spli
                 bar.stop()
 
 
-def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog: _Progress, log: _Log,
+def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog: Progress, log: RunLog,
                lr: float, hooks: Hooks, inference: dict) -> None:
     epoch = prog.epoch
     if len(splits.y_val):
@@ -333,7 +255,7 @@ def _sample_images(splits: Splits, cfg: TrainConfig, k: int = 32) -> tuple[np.nd
     return stream.batch(stream.plan(0), 0)
 
 
-def _null_reasons(cfg: TrainConfig, prog: _Progress) -> dict[str, str]:
+def _null_reasons(cfg: TrainConfig, prog: Progress) -> dict[str, str]:
     """Why a value of metrics.json is null (JSON has no NaN), by key; ``epochs[].k`` is key k of an epoch row."""
     warm = (f"not timed: all {prog.global_step} steps were warm-up (the first {WARMUP_STEPS} steps after each "
             "start or resume are not timed); train longer to measure speed")
@@ -356,7 +278,7 @@ def train_flops(flops_per_image: float, images_per_epoch: int, epochs_done: int)
     return int(3 * flops_per_image * images_per_epoch * epochs_done)
 
 
-def _finish(out: Path, info: dict, prog: _Progress, log: _Log) -> dict:
+def _finish(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
     cfg: TrainConfig = info["cfg"]
     engine, splits, ds = info["engine"], info["splits"], info["ds"]
     best = ckpt.ckpt_path(out, "best", cfg.framework)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import math
 import os
 import re
 import struct
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jinja2
-import markupsafe
 import numpy as np
 
 from alexbench import __version__
@@ -33,117 +31,13 @@ from alexbench.atomic import atomic_path
 from alexbench.errors import UserError
 from alexbench.outputs import check_report_targets, publish_folder, unwritable
 from alexbench.report import plots
+from alexbench.report.formatting import FILTERS, fmt_framework
 from alexbench.report.compare import RunRecord, compare_runs, load_runs
 from alexbench.stats import ALPHA
 
 __all__ = ["write_report", "build_context"]
 
 _TEMPLATES = Path(__file__).parent / "templates"
-_FRAMEWORK_NAMES = {"torch": "PyTorch", "keras": "Keras", "tensorflow": "TensorFlow"}
-
-
-# ------------------------------------------------------------------------------------
-# Formatting (also registered as Jinja filters)
-# ------------------------------------------------------------------------------------
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except Exception:  # None, text, or a jinja2 Undefined for a key a run did not record
-        return None
-    return None if math.isnan(v) else v
-
-
-def fmt_pct(x: Any, digits: int = 1) -> str:
-    v = _num(x)
-    return "–" if v is None else f"{100 * v:.{digits}f}%"
-
-
-def fmt_ci(ci: Sequence[float] | None) -> str:
-    if not ci:
-        return ""
-    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
-
-
-def fmt_points(x: Any) -> str:
-    """A difference of accuracies in percentage points, signed."""
-    v = _num(x)
-    return "–" if v is None else f"{100 * v:+.1f}".replace("-", "−")
-
-
-def fmt_count(x: Any) -> str:
-    """61100000 -> '61.1 M'."""
-    v = _num(x)
-    if v is None:
-        return "–"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:.3g} {unit}"
-    return f"{v:.0f}"
-
-
-def fmt_pflop(x: Any) -> str:
-    """4.63e14 FLOPs -> '0.463' (PFLOP, training compute of a run)."""
-    v = _num(x)
-    if v is None:
-        return "–"
-    return f"{v / 1e15:.3g}"
-
-
-def fmt_duration(x: Any) -> str:
-    v = _num(x)
-    if v is None:
-        return "–"
-    s = int(round(v))
-    if v < 60:
-        return f"{v:.1f}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
-def fmt_p(x: Any) -> str:
-    v = _num(x)
-    if v is None:
-        return "–"
-    if v < 1e-4:
-        return "< 0.0001"
-    return f"{v:.4f}" if v < 0.01 else f"{v:.3f}"
-
-
-def fmt_p_phrase(x: Any) -> str:
-    """'p = 0.285' or 'p < 0.0001', for running text."""
-    text = fmt_p(x)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
-
-
-def fmt_bytes(x: Any) -> str:
-    v = _num(x)
-    if v is None:
-        return "–"
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if v >= div:
-            return f"{v / div:.1f} {unit}"
-    return f"{v:.0f} B"
-
-
-def fmt_int(x: Any) -> str:
-    v = _num(x)
-    return "–" if v is None else f"{v:,.0f}"
-
-
-def fmt_framework(fw: str) -> str:
-    return _FRAMEWORK_NAMES.get(fw, fw)
-
-
-def html_wbr(text: Any) -> markupsafe.Markup:
-    """Escaped text with line-break opportunities after each '/', for long run labels."""
-    return markupsafe.escape(str(text)).replace("/", markupsafe.Markup("/<wbr>"))
-
-
-def md_cell(x: Any) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(x).replace("|", "\\|").replace("\n", " ")
 
 
 # ------------------------------------------------------------------------------------
@@ -395,9 +289,7 @@ def _environment() -> jinja2.Environment:
                              autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"),
                                                                  default_for_string=False),
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=fmt_pct, ci=fmt_ci, points=fmt_points, human=fmt_count, pflop=fmt_pflop,
-                       duration=fmt_duration,
-                       p=fmt_p, p_phrase=fmt_p_phrase, bytes=fmt_bytes, thousands=fmt_int, framework=fmt_framework, md=md_cell, wbr=html_wbr)
+    env.filters.update(FILTERS)
     return env
 
 
