@@ -24,7 +24,9 @@ from alexbench.errors import UserError
 from alexbench.hooks import Hooks
 from alexbench.outputs import check_report_targets, ensure_folder, refuse_foreign
 
-PRESETS = ("quick", "standard", "seeds")
+PRESETS_DIR = resources.files("alexbench") / "presets"
+# every file in alexbench/presets/ is a preset, named by its stem (quick, seeds, seeds-1, standard, ...)
+PRESETS = tuple(sorted(p.name[:-len(".yaml")] for p in PRESETS_DIR.iterdir() if p.name.endswith(".yaml")))
 
 
 @dataclass
@@ -39,7 +41,7 @@ def preset_path(name: str) -> Path:
         if p.suffix in (".yaml", ".yml") and p.exists():
             return p
         raise UserError(f"--preset: unknown preset {name!r} (choose from {', '.join(PRESETS)}, or give a .yaml file)")
-    return Path(str(resources.files("alexbench") / "presets" / f"{name}.yaml"))
+    return Path(str(PRESETS_DIR / f"{name}.yaml"))
 
 
 MAX_SEEDS = 100  # seeds per entry: mean ± std needs a handful; each seed is a full training run
