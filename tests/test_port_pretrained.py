@@ -28,17 +28,6 @@ keras = import_keras()
 VGG_NOTOP = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-def _torchvision_format(model) -> dict:
-    """Our state_dict with torchvision's positional keys: features.conv1.weight -> features.0.weight."""
-    out = {}
-    for top, container in model.named_children():
-        index = {name: i for i, (name, _) in enumerate(container.named_children())}
-        for key, value in container.state_dict().items():
-            child, rest = key.split(".", 1)
-            out[f"{top}.{index[child]}.{rest}" if index else f"{top}.{key}"] = value
-    return out
-
-
 def _no_torch_download(monkeypatch):
     def refuse(url, dst, *args, **kwargs):
         raise urllib.error.URLError("network disabled in tests")
@@ -56,14 +45,11 @@ def _no_keras_download(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tv_alexnet(tmp_path_factory):
+def tv_alexnet(imagenet_weights):
     """A 1000-class AlexNet saved as a torchvision-format state_dict (.pth)."""
-    torch.manual_seed(0)
-    src = create_model("alexnet", "torch", num_classes=1000).eval()
-    path = tmp_path_factory.mktemp("tv") / "alexnet-owt-7be5be79.pth"
-    state = _torchvision_format(src)
+    path, src = imagenet_weights["dir"] / "alexnet-owt-7be5be79.pth", imagenet_weights["alexnet"]
+    state = torch.load(path, weights_only=True)
     assert "features.0.weight" in state and tuple(state["classifier.6.weight"].shape) == (1000, 4096)
-    torch.save(state, path)
     return path, src
 
 
@@ -154,16 +140,9 @@ def test_torchvision_keys_and_urls_match_real_torchvision():
 # ------------------------------------------------------------------ keras.applications format
 
 @pytest.fixture(scope="module")
-def vgg_notop(tmp_path_factory):
+def vgg_notop(imagenet_weights):
     """keras.applications' VGG16 without top, saved in the legacy HDF5 layout of its download."""
-    from keras.src.legacy.saving import legacy_h5_format
-
-    keras.utils.set_random_seed(0)
-    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
-    path = tmp_path_factory.mktemp("keras") / VGG_NOTOP
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, base)
-    return path, base
+    return imagenet_weights["dir"] / VGG_NOTOP, imagenet_weights["vgg16_notop"]
 
 
 def test_notop_file_is_what_keras_applications_loads(vgg_notop):
