@@ -4,6 +4,12 @@ Each entry is an ordinary ``train`` run in its own sub-folder of ``--out``. The 
 (``report.html`` + ``report.md``) is rewritten at every epoch end, so opening it shows
 progress. ``--resume`` skips finished entries and continues the interrupted one.
 Entries whose pretrained weights are unavailable are listed as skipped with the reason.
+
+One entry never loses the matrix: an entry that fails is recorded as failed, with its
+reason, in ``run.json``, in its run folder's ``state.json`` and in the report, and the
+next entry starts. ``run`` then exits 2 if every failure was bad input (a UserError:
+the entry's config, data or weights) and 1 if any was an internal error. Ctrl-C still
+stops the whole run; ``--resume`` retries failed entries.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
@@ -160,22 +167,25 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
             print("note: no CIFAR-10 found; using the small embedded sample (results are indicative only). "
                   "Pass --data to use full CIFAR-10.", file=sys.stderr)
         html = out / "report.html"
-        skipped: list[dict] = []
+        skipped: list[dict] = []  # skipped and failed entries, for the report
 
         def report(*_: object) -> None:
-            dirs = [out / e.slug for e in entries if (out / e.slug / rundir.HISTORY).exists()]
+            failed = {s["entry"] for s in skipped if s.get("status") == "failed"}
+            dirs = [out / e.slug for e in entries
+                    if e.slug not in failed and (out / e.slug / rundir.HISTORY).exists()]
             if not (dirs or skipped):
                 return
             try:
                 write_report(dirs, html, title=f"alexbench: {plan.get('name', preset)}", skipped=skipped,
                              force=force)
-            except UserError as exc:  # a report problem must never stop training
-                print(f"warning: report not updated: {exc}", file=sys.stderr)
+            except Exception as exc:  # noqa: BLE001 - a report problem must never stop training
+                why = str(exc) if isinstance(exc, UserError) else f"internal error: {type(exc).__name__}: {exc}"
+                print(f"warning: report not updated: {why}", file=sys.stderr)
 
         for k, e in enumerate(entries, 1):
             prev = status["entries"].get(e.slug, {})
-            if prev.get("status") == "skipped":
-                prev = {}  # weights may be available now: try again
+            if prev.get("status") in ("skipped", "failed"):
+                prev = {}  # weights may be available now, the cause fixed: try again
             if prev.get("status") == "finished" and (out / e.slug / rundir.METRICS).exists():
                 print(f"[{k}/{len(entries)}] {e.slug}: finished earlier, skipping", file=sys.stderr)
                 continue
@@ -197,14 +207,23 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
                 atomic_write_json(status_path, status)
                 _drop_empty_run(run_dir)
                 continue
+            except Exception as exc:  # noqa: BLE001 - one entry must not lose the matrix (Ctrl-C still stops it)
+                row = _failed(e.slug, cfg, exc, run_dir)
+                print(f"[{k}/{len(entries)}] {e.slug}: failed ({row['error']}): {row['reason']}", file=sys.stderr)
+                skipped.append({"entry": e.slug, **{key: row[key] for key in ("model", "framework", "pretrained",
+                                                                         "status", "reason")}})
+                status["entries"][e.slug] = row
+                atomic_write_json(status_path, status)
+                report()
+                continue
             status["entries"][e.slug] = {"status": "finished"}
             atomic_write_json(status_path, status)
             report()
         # skipped entries from an earlier, resumed invocation still belong in the report
         for slug, st in status["entries"].items():
-            if st.get("status") == "skipped" and slug not in {s["entry"] for s in skipped}:
+            if st.get("status") in ("skipped", "failed") and slug not in {s["entry"] for s in skipped}:
                 skipped.append({"entry": slug, **{k: st.get(k) for k in ("model", "framework", "pretrained")},
-                                "reason": st.get("reason", "")})
+                                "status": st["status"], "reason": st.get("reason", "")})
         status["finished"] = time.time()
         atomic_write_json(status_path, status)
         report()
@@ -224,6 +243,26 @@ def _read_status(path: Path, force: bool) -> dict:
     if force:
         return {}
     raise refuse_foreign(path, "--out", "an alexbench run writes its status there")
+
+
+def _failed(slug: str, cfg: TrainConfig, exc: Exception, run_dir: Path) -> dict:
+    """The run.json row of an entry that raised ``exc``; its run folder (if any) says failed too.
+
+    Bad input (a UserError) is its one-line message; anything else is an internal error,
+    whose traceback goes to the entry's log.txt for a bug report.
+    """
+    bad_input = isinstance(exc, UserError)
+    reason = str(exc) if bad_input else f"{type(exc).__name__}: {exc}"
+    if run_dir.is_dir():
+        if not bad_input:
+            with open(run_dir / rundir.LOG, "a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} internal error in {slug}:\n"
+                         + "".join(traceback.format_exception(exc)))
+        if (run_dir / rundir.CONFIG).exists():  # the entry had started its run folder
+            state = rundir.read_state(run_dir)
+            rundir.write_state(run_dir, "failed", int(state.get("epoch") or 0), cfg.epochs, reason)
+    return {"status": "failed", "error": "bad input" if bad_input else "internal error", "reason": reason,
+            "model": cfg.model, "framework": cfg.framework, "pretrained": cfg.pretrained}
 
 
 def _drop_empty_run(run_dir: Path) -> None:
@@ -249,5 +288,12 @@ def run_command(args) -> int:  # noqa: ANN001
     for s, st in status["entries"].items():
         if st.get("status") == "skipped":
             print(f"skipped {s}: {st.get('reason', '')}")
+    failed = {s: st for s, st in status["entries"].items() if st.get("status") == "failed"}
+    for s, st in failed.items():
+        print(f"failed {s} ({st.get('error', 'internal error')}): {st.get('reason', '')}")
     print(f"report: {out / 'report.html'} and {out / 'report.md'}")
-    return 0
+    if not failed:
+        return 0
+    print(f"alexbench run: {len(failed)} of {len(status['entries'])} entries failed (see above and run.json)",
+          file=sys.stderr)
+    return 2 if all(st.get("error") == "bad input" for st in failed.values()) else 1
