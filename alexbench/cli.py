@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "run": "alexbench.runner:run_command",
     "compare": "alexbench.report.commands:compare_command",
     "report": "alexbench.report.commands:report_command",
+    "export": "alexbench.export:export_command",
+    "predict": "alexbench.predict:predict_command",
 }
 FORCE_HELP = "replace existing output files that alexbench did not write (refused by default)"
 
@@ -113,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("runs", nargs="+", metavar="RUN")
     rp.add_argument("-o", "--output", required=True, metavar="FILE.html")
     rp.add_argument("--force", action="store_true", help=FORCE_HELP)
+
+    x = sub.add_parser("export", parents=[common], help="export a trained model (ONNX, checked with onnxruntime)")
+    x.add_argument("target", metavar="RUN_OR_CHECKPOINT")
+    x.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "keras", "savedmodel"])
+    x.add_argument("--out", default=None, help="output file (default: RUN/export/<checkpoint>.<format>)")
+    x.add_argument("--force", action="store_true", help=FORCE_HELP)
+
+    pr = sub.add_parser("predict", parents=[common], help="top-k classes for your own images")
+    pr.add_argument("target", metavar="RUN_OR_CHECKPOINT_OR_ONNX")
+    pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    pr.add_argument("--top", type=int, default=5, metavar="K", help="classes shown per image (default 5)")
+    pr.add_argument("--json", action="store_true",
+                    help='print a JSON list: {"image": PATH, "top": [{"class": NAME, "probability": P}, ...]}')
     return p
 
 

@@ -29,11 +29,21 @@ def system_info(engine: Engine, threads: int) -> dict:
     from alexbench.frameworks import cpu_name
 
     versions = {"alexbench": __version__, "numpy": np.__version__, "python": platform.python_version()}
-    for mod in ("torch", "torchvision", "tensorflow", "keras"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - not installed or fails to import: record that
-            versions[mod] = None
+    from importlib.metadata import PackageNotFoundError, version
+
+    # a framework the run did not load is not imported for its version (TensorFlow in a torch run
+    # costs seconds and prints its start-up lines): the installed package's metadata gives it
+    for mod, dists in (("torch", ("torch",)), ("torchvision", ("torchvision",)),
+                       ("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
+        versions[mod] = getattr(sys.modules.get(mod), "__version__", None)
+        if versions[mod] is not None:
+            continue
+        for dist in dists:
+            try:
+                versions[mod] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "device": engine.device,
             "precision": engine.precision, "platform": platform.platform(), "python": platform.python_version(),
             "versions": versions}

@@ -30,8 +30,8 @@ def test_commands_print_no_tensorflow_startup_lines(tmp_path: Path) -> None:
         ["models"],
         ["parity", "--model", "alexnet_cifar", "--batch", "2"],
         ["data", str(data)],
-        ["train", "--model", "alexnet_cifar", "--framework", "keras", "--data", str(data), *tiny,
-         "--out", str(tmp_path / "run")],
+        *[["train", "--model", "alexnet_cifar", "--framework", fw, "--data", str(data), *tiny,
+           "--out", str(tmp_path / f"run-{fw}")] for fw in ("torch", "keras")],
     ]
     for cmd in commands:
         proc = _alexbench(*cmd, cwd=tmp_path)

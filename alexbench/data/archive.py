@@ -140,29 +140,64 @@ def is_image_name(name: str) -> bool:
     return not base.startswith(".") and PurePosixPath(base).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(data: bytes, name: str, resize: int | None = None) -> tuple[np.ndarray, str]:
+def _to_rgb(im):  # noqa: ANN001, ANN202 - PIL image in, PIL "RGB" image out
+    """Any PIL mode to 8-bit RGB, as the image is meant to be seen.
+
+    - EXIF orientation is applied (camera photos stored sideways).
+    - 16-bit and 32-bit integer grayscale (``I;16*``, ``I``) is scaled to 0..255; PIL's own
+      ``convert`` clips it, turning most 16-bit images white. Float images (``F``) in [0, 1]
+      are scaled by 255, others clipped to 0..255.
+    - An embedded ICC profile (CMYK print profiles, Adobe RGB, Display P3) is converted to
+      sRGB; without one, CMYK goes through PIL's plain conversion.
+    - Alpha is dropped, keeping the colour channels, as ``Image.convert("RGB")`` does.
+    """
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        if im.mode.startswith("I;16") or (im.mode == "I" and a.size and a.max() > 255):
+            a = a / 257.0
+        elif im.mode == "F" and a.size and a.max() <= 1.0:
+            a = a * 255.0
+        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    icc = im.info.get("icc_profile")
+    if icc and im.mode in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            base = im.convert("RGB" if im.mode in ("RGBA", "LA") else im.mode)
+            return ImageCms.profileToProfile(base, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # noqa: BLE001 - a broken or unsupported profile: plain conversion below
+            pass
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def decode_image(data: bytes, name: str, resize: int | None = None, *, max_pixels: int = MAX_IMAGE_PIXELS,
+                 formats: tuple[str, ...] | None = _PIL_FORMATS) -> tuple[np.ndarray, str]:
     """Decode one image to uint8 HWC RGB; returns ``(array, PIL format name)``.
 
-    Grayscale, palette and RGBA images are converted to RGB (alpha is dropped, as
-    ``Image.convert("RGB")`` does). With ``resize``, an image of another size is resized
-    to ``resize x resize`` with PIL's bilinear filter (antialiased when shrinking). This
-    is a one-off step of the load, whose result is cached; it is not the training path.
+    Every mode becomes 8-bit RGB (see :func:`_to_rgb`: grayscale, palette, RGBA with
+    its alpha dropped, CMYK, 16-bit, EXIF orientation, ICC profiles). With ``resize``,
+    an image of another size is resized to ``resize x resize`` with PIL's bilinear filter
+    (antialiased when shrinking). This is a one-off step of the load, whose result is
+    cached; it is not the training path. ``formats=None`` accepts every format PIL reads.
     """
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as im:
+            with Image.open(io.BytesIO(data), formats=formats) as im:
                 w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise UserError(f"{name}: image is {w}x{h} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+                if w * h > max_pixels:
+                    raise UserError(f"{name}: image is {w}x{h} pixels, over the limit of {max_pixels:,} "
                                     f"(possible decompression bomb); refused")
                 fmt = im.format or "?"
-                if im.mode == "P" and "transparency" in im.info:
-                    im = im.convert("RGBA")
-                if im.mode != "RGB":
-                    im = im.convert("RGB")
+                im = _to_rgb(im)
                 if resize is not None and im.size != (resize, resize):
                     im = im.resize((resize, resize), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
@@ -170,6 +205,8 @@ def decode_image(data: bytes, name: str, resize: int | None = None) -> tuple[np.
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UserError(f"{name}: refused as a possible decompression bomb ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise UserError(f"{name}: cannot decode image (not a format PIL can read)") from exc
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise UserError(f"{name}: cannot decode image ({exc})") from exc
     if arr.ndim != 3 or arr.shape[2] != 3:

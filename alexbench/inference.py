@@ -1,0 +1,250 @@
+"""A trained model ready for inference: a run folder, a checkpoint or an exported ONNX file.
+
+Whatever the source, :class:`Predictor` gives the class names, the run's own
+preprocessing (:class:`~alexbench.preprocess.Preprocess`, read from the checkpoint, the
+run's ``metrics.json`` or the ONNX metadata, never recomputed from data) and logits
+for uint8 RGB images. ``export`` and ``predict`` are built on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from alexbench.errors import UserError
+from alexbench.preprocess import Preprocess
+
+__all__ = ["Predictor", "load_predictor", "ported", "ONNX_KEYS", "check_images"]
+
+BATCH = 64
+# metadata_props keys of an exported ONNX file (values are strings; classes and preprocess are JSON)
+ONNX_KEYS = ("classes", "preprocess", "layout", "model", "framework", "exporter", "source_checkpoint",
+             "alexbench_version", "check_max_abs_logit_diff")
+
+
+@dataclass
+class Predictor:
+    """Logits for images, with the class names and preprocessing that belong to them."""
+
+    kind: str  # "torch", "keras" or "onnx"
+    classes: list[str]
+    pre: Preprocess
+    layout: str  # "NCHW" (torch) or "NHWC" (keras); for ONNX, the exported graph's
+    forward: Callable[[np.ndarray], np.ndarray]  # float32 model input -> float32 logits
+    source: Path
+    cfg: Any = None  # the run's TrainConfig (checkpoints only)
+    net: Any = None  # the framework model (checkpoints only)
+    notes: list[str] = field(default_factory=list)
+
+    def raw_logits(self, images: np.ndarray) -> np.ndarray:
+        """The network's logits for uint8 NHWC images at ``pre.image_size`` (no test-time flip)."""
+        out = [self.forward(self.pre.model_input(images[i:i + BATCH], self.layout))
+               for i in range(0, len(images), BATCH)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Logits as the run evaluated them: averaged with the mirror image when the run used ``tta_flip``."""
+        out = []
+        for i in range(0, len(images), BATCH):
+            x = self.pre.model_input(images[i:i + BATCH], self.layout)
+            z = self.forward(x)
+            if self.pre.tta_flip:
+                w_axis = 3 if self.layout == "NCHW" else 2
+                z = 0.5 * (z + self.forward(np.ascontiguousarray(np.flip(x, w_axis))))
+            out.append(z)
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        z = self.logits(images).astype(np.float64)
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+
+def _pick_checkpoint(target: Path) -> tuple[Path, Path]:
+    """(checkpoint file, its run folder) for a run folder (best, else last) or a checkpoint file."""
+    if not target.is_dir():
+        return target, target.parent.parent
+    cands = sorted((target / "checkpoints").glob("best.*")) + sorted((target / "checkpoints").glob("last.*"))
+    cands = [c for c in cands if ".prev" not in c.name and not c.name.endswith(".tmp")]
+    if not cands:
+        raise UserError(f"{target}: no checkpoints/best.* or last.* (is this a run folder?)")
+    return cands[0], target
+
+
+def _read_meta(framework: str, ck: Path) -> tuple[Any, dict]:
+    from alexbench.engines import read_checkpoint
+
+    blob = read_checkpoint(framework, str(ck))  # weights_only / allow_pickle=False: a payload is refused
+    try:
+        raw = blob["meta_json"]
+        meta = json.loads(raw if isinstance(raw, str) else str(raw))
+    except (KeyError, ValueError, TypeError):
+        raise UserError(f"{ck}: checkpoint has no readable metadata") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise UserError(f"{ck}: checkpoint metadata has no config")
+    return blob, meta
+
+
+def _inference_info(meta: dict, run_dir: Path, ck: Path, tta_flip: bool) -> tuple[list[str], Preprocess]:
+    """Class names and preprocessing from the checkpoint, else from the run folder that holds it."""
+    info = meta.get("inference")
+    if isinstance(info, dict) and "classes" in info and "preprocess" in info:
+        return [str(c) for c in info["classes"]], Preprocess.from_dict(info["preprocess"], str(ck))
+    # checkpoints written before they carried it: the finished run's metrics.json and predictions.npz
+    metrics_path = run_dir / "metrics.json"
+    try:
+        ds = json.loads(metrics_path.read_text(encoding="utf-8"))["dataset"]
+        classes, norm, input_size = ds["classes"], ds["normalization"], ds["input_size"]
+        if "preprocess" in ds:
+            return [str(c) for c in classes], Preprocess.from_dict(ds["preprocess"], str(metrics_path))
+        with np.load(run_dir / "predictions.npz", allow_pickle=False) as npz:
+            h, w = npz["train_images"].shape[1:3]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{ck}: the checkpoint does not record its class names and preprocessing, and "
+                        f"{run_dir} has no finished run's metrics.json/predictions.npz to read them from "
+                        f"({type(exc).__name__}: {exc})") from None
+    pre = Preprocess.from_dict({"image_size": [h, w], "input_size": input_size, "mean": norm["mean"],
+                                "std": norm["std"], "channel_order": "BGR" if norm.get("bgr") else "RGB",
+                                "tta_flip": tta_flip}, str(metrics_path))
+    return [str(c) for c in classes], pre
+
+
+def _framework_of(ck: Path) -> str:
+    from alexbench.checkpoint import EXT
+
+    for fw, ext in EXT.items():
+        if ck.suffix == ext:
+            return fw
+    raise UserError(f"{ck}: not a checkpoint (.pt, .npz), run folder or .onnx file")
+
+
+def _build(framework: str, cfg: Any, pre: Preprocess, n_classes: int) -> Any:
+    """A CPU fp32 engine for ``cfg``'s architecture (no pretrained download, no compile)."""
+    from alexbench.data.stream import Normalization
+    from alexbench.engines import make_engine
+
+    plain = cfg.model_copy(update={"framework": framework, "pretrained": None, "weights": None, "device": "cpu",
+                                   "precision": "fp32", "compile": False, "deterministic": False,
+                                   "channels_last": False})
+    norm = Normalization("run", pre.mean, pre.std, bgr=pre.channel_order == "BGR")
+    engine = make_engine(plain, n_classes, norm, pre.input_size)
+    engine.build()
+    return engine
+
+
+def _forward_fn(framework: str, net: Any) -> Callable[[np.ndarray], np.ndarray]:
+    if framework == "torch":
+        import torch
+
+        net.eval()
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return net(torch.from_numpy(x)).float().numpy()
+        return forward
+
+    def forward_keras(x: np.ndarray) -> np.ndarray:
+        return np.asarray(net(x, training=False), dtype=np.float32)
+    return forward_keras
+
+
+def _load_checkpoint(target: Path) -> Predictor:
+    from alexbench.config import validate
+
+    ck, run_dir = _pick_checkpoint(target)
+    framework = _framework_of(ck)
+    blob, meta = _read_meta(framework, ck)
+    cfg = validate(meta["config"], f"{ck}: config")
+    if cfg.framework != framework:
+        raise UserError(f"{ck}: a {framework} checkpoint, but its config says framework {cfg.framework!r}")
+    classes, pre = _inference_info(meta, run_dir, ck, cfg.tta_flip)
+    engine = _build(framework, cfg, pre, len(classes))
+    engine.load_weights_only(str(ck), blob)
+    return Predictor(framework, classes, pre, "NCHW" if framework == "torch" else "NHWC",
+                     _forward_fn(framework, engine.model), ck, cfg, engine.model)
+
+
+def _load_onnx(path: Path) -> Predictor:
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: not a loadable ONNX model ({first[:200]})") from None
+    props = sess.get_modelmeta().custom_metadata_map
+    missing = [k for k in ("classes", "preprocess", "layout") if k not in props]
+    if missing:
+        raise UserError(f"{path}: ONNX metadata lacks {', '.join(missing)} (not exported by alexbench export)")
+    try:
+        classes = [str(c) for c in json.loads(props["classes"])]
+        pre = Preprocess.from_dict(json.loads(props["preprocess"]), f"{path}: metadata preprocess")
+    except ValueError as exc:
+        raise UserError(f"{path}: ONNX metadata is not valid JSON ({exc})") from None
+    name = sess.get_inputs()[0].name
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: x})[0]
+    return Predictor("onnx", classes, pre, props["layout"], forward, path, net=sess)
+
+
+def load_predictor(target: str | Path) -> Predictor:
+    """A run folder (its best, else last checkpoint), a checkpoint file, or an exported ``.onnx``."""
+    p = Path(target)
+    if not p.exists():
+        raise UserError(f"{p}: not found")
+    if p.is_file() and p.suffix == ".onnx":
+        return _load_onnx(p)
+    return _load_checkpoint(p)
+
+
+def ported(pred: Predictor, framework: str) -> Predictor:
+    """The same trained weights in the other framework, through the parity porter."""
+    from alexbench.models.port import keras_to_torch, torch_to_keras
+
+    if pred.kind == framework:
+        return pred
+    if pred.kind not in ("torch", "keras"):
+        raise UserError(f"{pred.source}: only checkpoints can be ported between frameworks")
+    engine = _build(framework, pred.cfg, pred.pre, len(pred.classes))
+    if framework == "keras":
+        torch_to_keras(pred.net, engine.model)
+    else:
+        keras_to_torch(pred.net, engine.model)
+    return Predictor(framework, pred.classes, pred.pre, "NCHW" if framework == "torch" else "NHWC",
+                     _forward_fn(framework, engine.model), pred.source, pred.cfg, engine.model,
+                     notes=[f"weights ported {pred.kind} -> {framework} by the parity porter"])
+
+
+def check_images(pred: Predictor, run_dir: Path | None, n: int = 64) -> tuple[np.ndarray, str]:
+    """``n`` real test images at the run's image size: from the run's data source if it loads, else
+    from the embedded CIFAR-10 sample (resized to the run's image size if it differs)."""
+    from alexbench.data import load_dataset
+
+    source = None
+    if run_dir is not None:
+        try:
+            source = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["dataset"]["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            source = None
+    ds = None
+    if source and not str(source).startswith("<"):
+        try:
+            ds = load_dataset(source)
+        except UserError:
+            ds = None
+    if ds is None or ds.x_test.shape[1:3] != pre_size(pred):
+        ds = load_dataset("embedded")
+    x = ds.x_test[np.linspace(0, len(ds.x_test) - 1, min(n, len(ds.x_test))).astype(np.int64)]
+    if x.shape[1:3] != pre_size(pred):
+        x = np.stack([pred.pre.fit_image(im) for im in x])
+    return x, ds.name
+
+
+def pre_size(pred: Predictor) -> tuple[int, int]:
+    return tuple(pred.pre.image_size)  # type: ignore[return-value]
