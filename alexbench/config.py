@@ -105,6 +105,8 @@ class TrainConfig(_Strict):
     early_stopping_patience: Optional[int] = Field(None, gt=0)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     tta_flip: bool = True  # average logits of the image and its mirror at evaluation
+    tensorboard: bool = True  # TensorBoard event files in the run folder
+    resource_interval_seconds: float = Field(2.0, ge=0, le=3600)  # resources.csv sampling; 0 turns it off
 
     @field_validator("model_options", mode="before")
     @classmethod

@@ -114,8 +114,17 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
         f"{engine.device} {engine.precision}, {len(splits.y_train)} train / {len(splits.y_val)} val / "
         f"{len(splits.y_test)} test from {ds.name}")
     rundir.write_state(out, "running", prog.epoch, cfg.epochs)
-    _loop(cfg, out, engine, stream, splits, prog, log, on_epoch_end, quiet, hooks, inference)
-    return _finish(out, info, prog, log)
+    from alexbench.monitor import RunMonitors
+
+    with RunMonitors(out, cfg, engine.device) as monitors:  # TensorBoard events, resources.csv
+        info["monitors"] = monitors
+
+        def epoch_end(run: Path, row: dict) -> None:
+            monitors.epoch(row)
+            if on_epoch_end:
+                on_epoch_end(run, row)
+        _loop(cfg, out, engine, stream, splits, prog, log, epoch_end, quiet, hooks, inference)
+        return _finish(out, info, prog, log)
 
 
 def _save(out: Path, name: str, engine: Engine, cfg: TrainConfig, prog: Progress, hooks: Hooks,
@@ -319,6 +328,7 @@ def _finish(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
         "code_version": rundir.code_version(), "stopped_early": prog.stopped_early, "status": "finished",
         "null_reasons": _null_reasons(cfg, prog),
     }
+    info["monitors"].finish(metrics)  # resource summary into metrics; test metrics to TensorBoard
     rundir.write_metrics(out, metrics)
     rundir.write_state(out, "finished", prog.epoch, cfg.epochs)
     lo, hi = test["accuracy_ci95"]

@@ -57,3 +57,14 @@ def imagenet_weights(tmp_path_factory):
     alexnet = write_torchvision_weights("alexnet", folder / expected_weights_name("alexnet", "torch"))
     notop = write_keras_vgg16_notop(folder / expected_weights_name("vgg16", "keras"))
     return {"dir": folder, "alexnet": alexnet, "vgg16_notop": notop}
+
+
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory):
+    """One tiny finished run per framework (2 epochs on the toy data), shared by the tests that only read them."""
+    from alexbench.train import train
+
+    root = tmp_path_factory.mktemp("finished-runs")
+    for fw in ("torch", "keras"):
+        train(tiny_config(fw), root / fw, data=synthetic_dataset())
+    return {fw: root / fw for fw in ("torch", "keras")}

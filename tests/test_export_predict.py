@@ -17,16 +17,12 @@ CLASSES = synthetic_dataset().classes
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """One tiny finished run per framework (1 epoch on the toy data)."""
-    from alexbench.train import train
+def runs(finished_runs, tmp_path_factory) -> dict[str, Path]:
+    """Copies of the shared tiny runs (exports write into them)."""
+    import shutil
 
     root = tmp_path_factory.mktemp("runs")
-    out = {}
-    for fw in ("torch", "keras"):
-        train(tiny_config(fw, epochs=1), root / fw, data=synthetic_dataset())
-        out[fw] = root / fw
-    return out
+    return {fw: Path(shutil.copytree(p, root / fw)) for fw, p in finished_runs.items()}
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ class Engine(Protocol):
     device: str  # as the framework names it: "cpu", "cuda:0", "/GPU:0", ...
     precision: str  # "fp32" | "bf16" | "fp16": what was actually chosen, never "auto"
     num_classes: int
+    norm: Normalization  # applied in-graph to every batch
+    input_size: int  # batches are resized to this side in-graph when the images differ
 
     def build(self) -> None:
         """Create the model (fresh, pretrained or from weights) and the optimizer state."""
