@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from alexbench import rundir
 from alexbench.errors import UserError
 from alexbench.inference import Predictor, check_images, load_predictor, ported
 
@@ -211,7 +212,7 @@ def _out_path(pred: Predictor, fmt: str, out: str | None, force: bool) -> Path:
     if out is None:
         base = pred.source.parent.parent if pred.source.parent.name == "checkpoints" else pred.source.parent
         stem = pred.source.name.split(".")[0]
-        path = base / "export" / f"{stem}{FORMATS[fmt]}"
+        path = base / rundir.EXPORT / f"{stem}{FORMATS[fmt]}"
     else:
         path = Path(out)
     if fmt == "savedmodel":

@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from alexbench.rundir import RESOURCES
+
 __all__ = ["RESOURCES", "COLUMNS", "ResourceSampler", "read_resources", "summarize"]
 
-RESOURCES = "resources.csv"
 COLUMNS = ("unix_time", "elapsed_seconds", "cpu_percent", "system_cpu_percent", "rss_bytes", "gpu_util_percent",
            "gpu_memory_bytes")
 

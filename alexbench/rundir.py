@@ -40,6 +40,7 @@ from alexbench.errors import UserError
 
 __all__ = [
     "CONFIG", "STATE", "LOG", "HISTORY", "CHECKPOINTS", "PREDICTIONS", "METRICS", "RUN_STATUS", "RESOURCES",
+    "EVENTS_GLOB", "EXPORT",
     "RUN_FILES", "CONFIG_HEADER", "HISTORY_COLUMNS",
     "entry_label", "run_slug", "code_version", "preprocessing", "check_preprocessing", "checkpoint_meta",
     "is_run_dir", "is_run_folder",
@@ -55,7 +56,9 @@ CHECKPOINTS = "checkpoints"
 PREDICTIONS = "predictions.npz"
 METRICS = "metrics.json"
 RUN_STATUS = "run.json"  # in the --out folder of ``alexbench run``, next to its entries' run folders
-RESOURCES = "resources.csv"  # named by the design; no writer yet
+RESOURCES = "resources.csv"  # written by alexbench.resources
+EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard event files, written by alexbench.tblog
+EXPORT = "export"  # default folder of `alexbench export`
 #: what a run writes into its folder, in the order it first writes them
 RUN_FILES = (CONFIG, LOG, STATE, HISTORY, METRICS, PREDICTIONS, CHECKPOINTS, RESOURCES)
 #: the first line of every config.yaml a run writes: proof that the folder is alexbench's

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["EPOCH_TAGS", "EventWriter", "EVENTS_GLOB"]
+__all__ = ["EPOCH_TAGS", "EventWriter"]
 
 # history column -> tag
 EPOCH_TAGS = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss", "val_acc": "val/acc",
               "lr": "lr", "images_per_second": "images_per_second"}
-EVENTS_GLOB = "events.out.tfevents.*"
 
 
 class EventWriter:
@@ -37,6 +36,7 @@ class EventWriter:
         self._event, self._summary = event_pb2.Event, summary_pb2.Summary
         logdir = Path(logdir)
         logdir.mkdir(parents=True, exist_ok=True)
+        # the name TensorBoard looks for (rundir.EVENTS_GLOB)
         self.path = logdir / f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
         self._fh = open(self.path, "ab")
         self._writer = RecordWriter(self._fh)

@@ -104,3 +104,26 @@ def test_gpu_columns_come_from_nvml(tmp_path, monkeypatch):
     row = read_resources(tmp_path / "resources.csv")[-1]
     assert calls == [3] and row["gpu_util_percent"] == 87 and row["gpu_memory_bytes"] == 3 * 2**30
     assert summarize([row])["peak_gpu_memory_bytes"] == 3 * 2**30
+
+
+def test_report_plots_resources_next_to_the_learning_curves(finished_runs, tmp_path):
+    from alexbench.report import write_report
+
+    html = tmp_path / "report.html"
+    write_report([finished_runs["torch"], finished_runs["keras"]], html)
+    text, md = html.read_text(), html.with_suffix(".md").read_text()
+    assert "CPU, memory and GPU use per wall-clock time" in text and "resources.csv" in text
+    curves = text[text.index('id="curves"'):]
+    assert curves.index("per wall-clock time") < curves.index("CPU, memory and GPU use")  # in the curves section
+    assert "CPU, memory and GPU use per wall-clock time" in md
+
+
+def test_resource_figure_adds_gpu_panels_when_sampled():
+    from alexbench.report import plots
+
+    rows = [{"elapsed_seconds": t, "cpu_percent": 150.0, "system_cpu_percent": 90.0, "rss_bytes": 2e9,
+             "gpu_util_percent": 80.0, "gpu_memory_bytes": 5e9} for t in (0.0, 2.0, 4.0)]
+    cpu_only = [{**r, "gpu_util_percent": None, "gpu_memory_bytes": None} for r in rows]
+    with_gpu = plots.resource_curves([("a", "#0072B2", rows, 2)])
+    without = plots.resource_curves([("a", "#0072B2", cpu_only, 2)])
+    assert with_gpu.startswith(b"\x89PNG") and without.startswith(b"\x89PNG") and with_gpu != without

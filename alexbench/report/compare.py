@@ -17,7 +17,8 @@ import yaml
 
 from alexbench import rundir
 from alexbench.errors import UserError
-from alexbench.rundir import entry_label, is_run_dir
+from alexbench.resources import read_resources
+from alexbench.rundir import RESOURCES, entry_label, is_run_dir
 from alexbench.stats import mcnemar_exact, mean_std, paired_difference, wilson_interval
 
 __all__ = ["RunRecord", "load_run", "load_runs", "expand_run_dirs", "compare", "compare_runs"]
@@ -38,6 +39,7 @@ class RunRecord:
     metrics: dict[str, Any] | None
     state: dict[str, Any] | None
     predictions: dict[str, np.ndarray] | None = None
+    resources: list[dict[str, float | None]] = field(default_factory=list)  # resources.csv rows
     label: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -214,7 +216,8 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
         config_text = yaml.safe_dump(config, sort_keys=False)
     rec = RunRecord(path=run, config=config, config_text=config_text,
                     history=rundir.read_history(run / rundir.HISTORY), metrics=metrics, state=state,
-                    predictions=rundir.read_predictions(run / rundir.PREDICTIONS) if metrics is not None else None)
+                    predictions=rundir.read_predictions(run / rundir.PREDICTIONS) if metrics is not None else None,
+                    resources=read_resources(run / RESOURCES))
     rec.label = str((metrics or {}).get("entry") or config.get("entry") or
                     entry_label(rec.model, rec.framework, rec.pretrained, rec.seed))
     if metrics is not None and rec.predictions is None:

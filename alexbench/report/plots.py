@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, MultipleLocator, PercentFormatter
 
-__all__ = ["PALETTE", "run_colors", "learning_curves", "accuracy_overview", "per_class_bars",
+__all__ = ["PALETTE", "run_colors", "learning_curves", "resource_curves", "accuracy_overview", "per_class_bars",
            "confusion_matrix", "image_grid"]
 
 # Okabe-Ito (colour-blind safe) without its yellow, which vanishes on white; then more.
@@ -105,6 +105,47 @@ def learning_curves(series: Sequence[tuple[str, str, Sequence[dict]]], x: str = 
         style = [Line2D([], [], color="#555555", lw=2, marker="o", ms=3.5),
                  Line2D([], [], color="#555555", lw=1.3, ls="--")]
         fig.legend(handles + style, labels + ["validation", "training"], loc="outside lower center",
+                   ncols=min(len(labels) + 2, 4))
+        return _png(fig)
+
+
+def resource_curves(series: Sequence[tuple[str, str, Sequence[dict], int]]) -> bytes:
+    """CPU, memory and (where sampled) GPU use against wall time, one colour per run.
+
+    ``series`` holds ``(label, colour, rows of resources.csv, CPU cores of its machine)``.
+    CPU is in % of all cores: the run's process solid, the whole machine dashed.
+    """
+    has_gpu = any(r.get("gpu_memory_bytes") is not None for _, _, rows, _ in series for r in rows)
+    with matplotlib.rc_context(_STYLE):
+        fig = _figure(11.6, 3.4)
+        axes = fig.subplots(1, 4 if has_gpu else 2)
+        max_t = max((float(r.get("elapsed_seconds") or 0) for _, _, rows, _ in series for r in rows), default=0.0)
+        scale, xlabel = _time_axis(max_t)
+        gib = float(2 ** 30)
+
+        def col(rows: Sequence[dict], key: str, div: float = 1.0) -> np.ndarray:
+            return np.array([math.nan if r.get(key) is None else float(r[key]) / div for r in rows])
+
+        for label, color, rows, cores in series:
+            if not rows:
+                continue
+            xs = col(rows, "elapsed_seconds", scale)
+            axes[0].plot(xs, col(rows, "cpu_percent", max(cores, 1)), color=color, lw=1.6, label=label)
+            axes[0].plot(xs, col(rows, "system_cpu_percent"), color=color, lw=1.0, ls="--", alpha=0.7)
+            axes[1].plot(xs, col(rows, "rss_bytes", gib), color=color, lw=1.6)
+            if has_gpu:
+                axes[2].plot(xs, col(rows, "gpu_util_percent"), color=color, lw=1.6)
+                axes[3].plot(xs, col(rows, "gpu_memory_bytes", gib), color=color, lw=1.6)
+        titles = ["CPU (% of all cores)", "Memory (RSS, GiB)"] + (["GPU utilisation (%)", "GPU memory (GiB)"]
+                                                                    if has_gpu else [])
+        for ax, title in zip(axes, titles):
+            ax.set_title(title)
+            ax.set_xlabel(xlabel)
+            ax.set_ylim(bottom=0)
+        axes[0].set_ylim(0, 105)
+        handles, labels = axes[0].get_legend_handles_labels()
+        style = [Line2D([], [], color="#555555", lw=1.6), Line2D([], [], color="#555555", lw=1.0, ls="--")]
+        fig.legend(handles + style, labels + ["this run's process", "whole machine"], loc="outside lower center",
                    ncols=min(len(labels) + 2, 4))
         return _png(fig)
 

@@ -225,6 +225,12 @@ def build_context(runs: Sequence[RunRecord], skipped: Sequence[dict[str, Any]] |
         if any(row.get("elapsed_seconds") for _, _, rows_ in series for row in rows_):
             curves["time"] = figs.add("curves per time", plots.learning_curves(series, "time"),
                                       "learning curves: accuracy and loss per wall-clock time, all runs")
+        res_series = [(r.label, colors[r.label], r.resources,
+                       int(((r.metrics or {}).get("system") or {}).get("cores") or os.cpu_count() or 1))
+                      for r in runs if r.resources]
+        if res_series:
+            curves["resources"] = figs.add("resources per time", plots.resource_curves(res_series),
+                                           "CPU, memory and GPU use per wall-clock time, all runs")
 
     overview = None
     scored = [r for r in finished if r.accuracy is not None and r.accuracy_ci95]
