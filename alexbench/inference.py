@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from alexbench import rundir
 from alexbench.errors import UserError
 from alexbench.preprocess import Preprocess
 
@@ -65,53 +66,24 @@ class Predictor:
         return p / p.sum(1, keepdims=True)
 
 
-def _pick_checkpoint(target: Path) -> tuple[Path, Path]:
-    """(checkpoint file, its run folder) for a run folder (best, else last) or a checkpoint file."""
-    if not target.is_dir():
-        return target, target.parent.parent
-    cands = sorted((target / "checkpoints").glob("best.*")) + sorted((target / "checkpoints").glob("last.*"))
-    cands = [c for c in cands if ".prev" not in c.name and not c.name.endswith(".tmp")]
-    if not cands:
-        raise UserError(f"{target}: no checkpoints/best.* or last.* (is this a run folder?)")
-    return cands[0], target
-
-
-def _read_meta(framework: str, ck: Path) -> tuple[Any, dict]:
-    from alexbench.engines import read_checkpoint
-
-    blob = read_checkpoint(framework, str(ck))  # weights_only / allow_pickle=False: a payload is refused
-    try:
-        raw = blob["meta_json"]
-        meta = json.loads(raw if isinstance(raw, str) else str(raw))
-    except (KeyError, ValueError, TypeError):
-        raise UserError(f"{ck}: checkpoint has no readable metadata") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise UserError(f"{ck}: checkpoint metadata has no config")
-    return blob, meta
-
-
 def _inference_info(meta: dict, run_dir: Path, ck: Path, tta_flip: bool) -> tuple[list[str], Preprocess]:
-    """Class names and preprocessing from the checkpoint, else from the run folder that holds it."""
-    info = meta.get("inference")
-    if isinstance(info, dict) and "classes" in info and "preprocess" in info:
-        return [str(c) for c in info["classes"]], Preprocess.from_dict(info["preprocess"], str(ck))
-    # checkpoints written before they carried it: the finished run's metrics.json and predictions.npz
-    metrics_path = run_dir / "metrics.json"
-    try:
-        ds = json.loads(metrics_path.read_text(encoding="utf-8"))["dataset"]
-        classes, norm, input_size = ds["classes"], ds["normalization"], ds["input_size"]
-        if "preprocess" in ds:
-            return [str(c) for c in classes], Preprocess.from_dict(ds["preprocess"], str(metrics_path))
-        with np.load(run_dir / "predictions.npz", allow_pickle=False) as npz:
-            h, w = npz["train_images"].shape[1:3]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{ck}: the checkpoint does not record its class names and preprocessing, and "
-                        f"{run_dir} has no finished run's metrics.json/predictions.npz to read them from "
-                        f"({type(exc).__name__}: {exc})") from None
-    pre = Preprocess.from_dict({"image_size": [h, w], "input_size": input_size, "mean": norm["mean"],
-                                "std": norm["std"], "channel_order": "BGR" if norm.get("bgr") else "RGB",
-                                "tta_flip": tta_flip}, str(metrics_path))
-    return [str(c) for c in classes], pre
+    """Class names and preprocessing as recorded by the run (:func:`alexbench.evaluate.run_preprocessing`).
+
+    A checkpoint from before the record held the training images' size: the size of the
+    sample training images in the finished run's ``predictions.npz`` tells it.
+    """
+    from alexbench.evaluate import run_preprocessing
+
+    record = run_preprocessing(meta, ck, run_dir, tta_flip)
+    pre = dict(record["preprocess"])
+    if pre.get("image_size") is None:
+        try:
+            with np.load(run_dir / rundir.PREDICTIONS, allow_pickle=False) as npz:
+                pre["image_size"] = [int(v) for v in npz["train_images"].shape[1:3]]
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{ck}: the training images' size is not recorded, and {run_dir / rundir.PREDICTIONS} "
+                            f"cannot tell it ({type(exc).__name__})") from None
+    return list(record["classes"]), Preprocess.from_dict(pre, f"{ck}: inference.preprocess")
 
 
 def _framework_of(ck: Path) -> str:
@@ -131,7 +103,7 @@ def _build(framework: str, cfg: Any, pre: Preprocess, n_classes: int) -> Any:
     plain = cfg.model_copy(update={"framework": framework, "pretrained": None, "weights": None, "device": "cpu",
                                    "precision": "fp32", "compile": False, "deterministic": False,
                                    "channels_last": False})
-    norm = Normalization("run", pre.mean, pre.std, bgr=pre.channel_order == "BGR")
+    norm = Normalization(pre.normalization or "run", pre.mean, pre.std, bgr=pre.channel_order == "BGR")
     engine = make_engine(plain, n_classes, norm, pre.input_size)
     engine.build()
     return engine
@@ -155,10 +127,15 @@ def _forward_fn(framework: str, net: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 def _load_checkpoint(target: Path) -> Predictor:
     from alexbench.config import validate
+    from alexbench.engines import read_checkpoint
+    from alexbench.evaluate import _checkpoint_meta, _pick_checkpoint
 
     ck, run_dir = _pick_checkpoint(target)
     framework = _framework_of(ck)
-    blob, meta = _read_meta(framework, ck)
+    blob = read_checkpoint(framework, str(ck))  # weights_only / allow_pickle=False: a payload is refused
+    meta = _checkpoint_meta(blob, ck)
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f"{ck}: checkpoint metadata has no config")
     cfg = validate(meta["config"], f"{ck}: config")
     if cfg.framework != framework:
         raise UserError(f"{ck}: a {framework} checkpoint, but its config says framework {cfg.framework!r}")
@@ -226,25 +203,19 @@ def check_images(pred: Predictor, run_dir: Path | None, n: int = 64) -> tuple[np
     from the embedded CIFAR-10 sample (resized to the run's image size if it differs)."""
     from alexbench.data import load_dataset
 
-    source = None
-    if run_dir is not None:
-        try:
-            source = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["dataset"]["source"]
-        except (OSError, ValueError, KeyError, TypeError):
-            source = None
+    from alexbench.evaluate import _run_source
+
+    source = _run_source(run_dir) if run_dir is not None else None
     ds = None
     if source and not str(source).startswith("<"):
         try:
             ds = load_dataset(source)
         except UserError:
             ds = None
-    if ds is None or ds.x_test.shape[1:3] != pre_size(pred):
+    size = tuple(pred.pre.image_size)
+    if ds is None or ds.x_test.shape[1:3] != size:
         ds = load_dataset("embedded")
     x = ds.x_test[np.linspace(0, len(ds.x_test) - 1, min(n, len(ds.x_test))).astype(np.int64)]
-    if x.shape[1:3] != pre_size(pred):
+    if x.shape[1:3] != size:
         x = np.stack([pred.pre.fit_image(im) for im in x])
     return x, ds.name
-
-
-def pre_size(pred: Predictor) -> tuple[int, int]:
-    return tuple(pred.pre.image_size)  # type: ignore[return-value]

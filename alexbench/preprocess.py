@@ -4,9 +4,10 @@ Training feeds uint8 RGB images of the dataset's size (32x32 for CIFAR-10) to th
 engine, which normalises them, ``(x - mean) / std`` on the 0..255 scale (channels
 swapped to BGR first for ``caffe``), and resizes the whole batch to the model's input
 size (bilinear, half-pixel centres, no antialias) when the two differ.
-:class:`Preprocess` holds those numbers. It is saved in every checkpoint and in
-``metrics.json``, copied into exported ONNX files' metadata, and applied here in NumPy
-by ``predict`` and by the export check, equal to the engines' in-graph version
+:class:`Preprocess` holds those numbers, read from the run's record
+(:func:`alexbench.rundir.preprocessing`, saved in every checkpoint and in
+``metrics.json``); it is copied into exported models' metadata and applied here in
+NumPy by ``predict`` and by the export check, equal to the engines' in-graph version
 (a test compares them).
 
 A new image (any size, any mode PIL reads) is first decoded to 8-bit RGB and resized
@@ -35,27 +36,24 @@ class Preprocess:
     std: tuple[float, float, float]
     channel_order: str = "RGB"  # "RGB" or "BGR" (caffe): the order of the model's input channels
     tta_flip: bool = False  # the run evaluated by averaging the logits of the image and its mirror
-
-    @classmethod
-    def from_run(cls, norm: Any, input_size: int, image_shape: tuple[int, ...], tta_flip: bool) -> "Preprocess":
-        """From the loop's :class:`~alexbench.data.stream.Normalization` and the training images' shape."""
-        return cls(image_size=(int(image_shape[0]), int(image_shape[1])), input_size=int(input_size),
-                   mean=tuple(float(v) for v in norm.mean), std=tuple(float(v) for v in norm.std),
-                   channel_order="BGR" if norm.bgr else "RGB", tta_flip=bool(tta_flip))
+    normalization: str = ""  # the preset the numbers came from ("dataset", "imagenet", "caffe")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image_size": list(self.image_size), "input_size": self.input_size, "mean": list(self.mean),
-                "std": list(self.std), "channel_order": self.channel_order, "scale": "0-255",
-                "resize": "bilinear, half-pixel centres, no antialias, after normalising",
-                "tta_flip": self.tta_flip}
+        """The record's ``preprocess`` block (:func:`alexbench.rundir.preprocessing`), plus the resize rule."""
+        return {"normalization": self.normalization, "mean": list(self.mean), "std": list(self.std),
+                "channel_order": self.channel_order, "scale": "0-255", "image_size": list(self.image_size),
+                "input_size": self.input_size, "tta_flip": self.tta_flip,
+                "resize": "bilinear, half-pixel centres, no antialias, after normalising"}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str) -> "Preprocess":
+        """From a ``preprocess`` block whose ``image_size`` is known."""
         try:
             h, w = (int(v) for v in d["image_size"])
             pre = cls(image_size=(h, w), input_size=int(d["input_size"]),
                       mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),
-                      channel_order=str(d.get("channel_order", "RGB")), tta_flip=bool(d.get("tta_flip", False)))
+                      channel_order=str(d.get("channel_order", "RGB")), tta_flip=bool(d.get("tta_flip", False)),
+                      normalization=str(d.get("normalization", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{where}: preprocessing record is incomplete or malformed ({exc})") from None
         if len(pre.mean) != 3 or len(pre.std) != 3 or pre.channel_order not in ("RGB", "BGR") or \

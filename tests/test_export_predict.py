@@ -198,18 +198,34 @@ def test_image_modes_decode_to_correct_8bit_rgb(tmp_path):
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_numpy_preprocessing_equals_the_engines(framework):
     """predict and the export check prepare images in NumPy; the engines do it in-graph."""
+    from alexbench import rundir
     from alexbench.data.stream import normalization
     from alexbench.engines import make_engine
     from alexbench.preprocess import Preprocess
 
     x = synthetic_dataset(2, 1).x_train
-    for norm_name, size in (("imagenet", 48), ("caffe", 20)):
+    for norm_name, size in (("imagenet", 36), ("caffe", 39)):  # alexnet_cifar takes 32-39 px
         norm = normalization(norm_name)
         engine = make_engine(tiny_config(framework), 10, norm, size)
         engine.build()
         theirs = np.asarray(engine._prep(x))
-        pre = Preprocess.from_run(norm, size, x.shape[1:], False)
+        record = rundir.preprocessing(norm, size, x.shape[1:3], CLASSES, False)
+        pre = Preprocess.from_dict(record["preprocess"], "test")
         ours = pre.model_input(x, "NCHW" if framework == "torch" else "NHWC")
         # float32 rounding, relative to the values' scale (caffe leaves them in the hundreds)
         tol = 1e-5 * max(1.0, float(np.abs(theirs).max()))
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=tol, err_msg=f"{framework} {norm_name} {size}")
+
+
+def test_numpy_resize_equals_torch_interpolate_when_shrinking():
+    import torch
+
+    from alexbench.preprocess import resize_matrix
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    for out in (20, 7, 32, 45):
+        theirs = torch.nn.functional.interpolate(torch.from_numpy(x), size=(out, out), mode="bilinear",
+                                                 align_corners=False, antialias=False).numpy()
+        r = resize_matrix(32, out)
+        ours = np.einsum("oh,nchw,pw->ncop", r, x, r)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, err_msg=str(out))
