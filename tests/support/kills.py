@@ -111,8 +111,12 @@ def command(*args: str) -> tuple[list[str], dict[str, str]]:
 
 
 def fault_config(framework: str, checkpoint_minutes: float) -> dict:
-    """The toy run of every trial; eval batches of 8 so that a pass has several batches to die in."""
-    return tiny_config_dict(framework, eval_batch_size=8, checkpoint_minutes=checkpoint_minutes)
+    """The toy run of every trial; eval batches of 8 so that a pass has several batches to die in.
+
+    The resource sampler is off: it publishes resources.csv on a timer, which would make the
+    per-category event counts (and so the kill points) depend on timing."""
+    return tiny_config_dict(framework, eval_batch_size=8, checkpoint_minutes=checkpoint_minutes,
+                            resource_interval_seconds=0)
 
 
 def preset_text(framework: str, checkpoint_minutes: float) -> str:
