@@ -10,7 +10,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ALEXBENCH_QUIET", "1")
 
-from support.toydata import CLASSES, synthetic_dataset, tiny_config  # noqa: E402,F401 - re-exported to the tests
+from support.toydata import CLASSES, synthetic_dataset, tiny_config, write_image_folder  # noqa: E402,F401 - re-exported
 
 
 @pytest.fixture(autouse=True)
@@ -24,25 +24,6 @@ def _alexbench_logging():
 @pytest.fixture
 def tiny_ds():
     return synthetic_dataset()
-
-
-def write_image_folder(root, classes=("cat", "dog"), per_class: int = 6, size: int = 32, seed: int = 0):
-    """A tiny ``train/<class>/*.png`` + ``test/<class>/*.png`` folder (an `--data` source for CLI tests)."""
-    from pathlib import Path
-
-    from PIL import Image
-
-    root = Path(root)
-    ds = synthetic_dataset(per_class, max(2, per_class // 2), seed=seed, classes=list(classes))
-    for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
-        for i, (img, label) in enumerate(zip(x, y)):
-            d = root / split / classes[label]
-            d.mkdir(parents=True, exist_ok=True)
-            im = Image.fromarray(img)
-            if size != 32:
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            im.save(d / f"{i:03d}.png")
-    return root
 
 
 @pytest.fixture(scope="session")

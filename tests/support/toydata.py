@@ -89,3 +89,22 @@ def tiny_config(framework: str = "torch", **over: object):  # noqa: ANN201 - a T
     from alexbench.config import validate
 
     return validate(tiny_config_dict(framework, **over))
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class: int = 6, size: int = 32, seed: int = 0):
+    """A tiny ``train/<class>/*.png`` + ``test/<class>/*.png`` folder (an `--data` source for CLI tests)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    ds = synthetic_dataset(per_class, max(2, per_class // 2), seed=seed, classes=list(classes))
+    for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        for i, (img, label) in enumerate(zip(x, y)):
+            d = root / split / classes[label]
+            d.mkdir(parents=True, exist_ok=True)
+            im = Image.fromarray(img)
+            if size != 32:
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            im.save(d / f"{i:03d}.png")
+    return root
