@@ -4,7 +4,8 @@ A run folder (``train --out DIR``, or one entry of ``run --out DIR``) holds::
 
     DIR/
       config.yaml        the resolved config (written first)
-      state.json         how far the run got: {"status", "epoch", "epochs", "pid", "updated"[, "reason"]}
+      state.json         how far the run got: {"status", "epoch", "epochs", "pid", "updated"[, "reason"],
+                         "dataset": {"name", "source", "sha256"}}
       log.txt            append-only log
       history.csv        one row per finished epoch, columns HISTORY_COLUMNS
       checkpoints/       last.<ext>, last.prev.<ext>, best.<ext> (see alexbench.checkpoint)
@@ -217,12 +218,20 @@ def read_state(run: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def write_state(run: Path, status: str, epoch: int, epochs: int, reason: str | None = None) -> None:
-    """``status`` is running, interrupted, failed or finished; ``epoch`` counts the finished epochs."""
+def write_state(run: Path, status: str, epoch: int, epochs: int, reason: str | None = None,
+                dataset: Mapping[str, Any] | None = None) -> None:
+    """``status`` is running, interrupted, failed or finished; ``epoch`` counts the finished epochs.
+
+    ``dataset`` (name, source, sha256: what the run trains on) is kept from the previous state
+    when not given, so a resume can check that it continues on the same data.
+    """
     state: dict[str, Any] = {"status": status, "epoch": epoch, "epochs": epochs, "pid": os.getpid(),
                              "updated": time.time()}
     if reason:
         state["reason"] = reason
+    recorded = dataset if dataset is not None else read_state(run).get("dataset")
+    if isinstance(recorded, Mapping):
+        state["dataset"] = {k: recorded.get(k) for k in ("name", "source", "sha256")}
     atomic_write_json(Path(run) / STATE, state)
 
 
