@@ -262,8 +262,8 @@ def read_checkpoint(path: str, map_location: str = "cpu") -> dict:
     ``blob["meta"]``) are checked here; the optimizer's and random state when a resume loads
     them. A file that fails is refused in one line naming the part.
     """
+    ckpt.check_expansion(path)  # before importing torch: a bomb costs nothing
     torch = import_torch()
-    ckpt.check_expansion(path)
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
