@@ -22,9 +22,9 @@ _MAX_GRID = 256  # images shown in a grid
 _MAX_SIDE = 1024  # pixels per side of a shown image
 
 _UNIT = (0.0, 1.0)
-_COUNTS = ("params_trainable", "params_total", "flops_per_image", "peak_rss_bytes", "best_epoch", "train_flops",
-           "world_size")
-_TIMES = ("train_seconds", "eval_seconds", "images_per_second", "data_seconds_per_step", "data_share")
+_COUNTS = ("params_trainable", "params_total", "peak_rss_bytes", "best_epoch", "world_size")
+_AMOUNTS = ("train_seconds", "eval_seconds", "images_per_second", "data_seconds_per_step", "data_share",
+            "flops_per_image", "train_flops")
 _TEXT = ("model", "framework", "entry", "status", "code_version", "backend")
 
 
@@ -91,7 +91,7 @@ def check_metrics(path: Path, m: dict[str, Any]) -> None:
         _count(path, "seed", m.get("seed"))
     for key in _COUNTS:
         _count(path, key, m.get(key))
-    for key in _TIMES:
+    for key in _AMOUNTS:
         _number(path, key, m.get(key), (0.0, math.inf))
     test = _mapping(path, "test", m.get("test"), optional=False)
     _number(path, "test.accuracy", test.get("accuracy"), _UNIT, optional=False)
