@@ -304,6 +304,13 @@ def _(t: Path, runs: dict) -> list[str]:
     return [*TRAIN, "--out", str(run), "--resume", "--set", "optimizer.lr=0.5"]
 
 
+for _flag, _value, _needle in [("--seed", "99999999999999999999", "must be in [0, 4294967295]"),
+                               ("--batch", "0", "must be in [1, 1024]"), ("--num-classes", "1", "must be in [2, 100000]")]:
+    ROWS.append(Row(f"parity: {_flag} {_value}", lambda t, runs, f=_flag, v=_value: ["parity", "--model", "alexnet_cifar",
+                                                                                     f, v],
+                    (f"argument {_flag}: {_needle}",)))
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -413,7 +420,10 @@ def test_hostile_row(r: Row, runs, tmp_path, monkeypatch, capsys):
     before = _files(tmp_path)
 
     if r.max_rss_mib is None:
-        rc = main(argv)
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse's usage errors
+            rc = exc.code
         err = capsys.readouterr().err
     else:
         rc, peak, err = _peak_rss_mib(argv, {**os.environ, "PYTHONPATH": str(ROOT)})
