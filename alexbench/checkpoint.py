@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 from alexbench.atomic import atomic_path, publish
 from alexbench.errors import UserError
@@ -66,3 +68,80 @@ def load_with_fallback(run_dir: Path, name: str, framework: str, loader: Callabl
             log.warning("resumed from the previous good checkpoint %s", path)
         return meta, path
     raise UserError("; ".join(errors))
+
+
+# -- checks of a checkpoint's content, shared by both engines ------------------------------------
+
+MAX_META_BYTES = 16 << 20  # a run's metadata (config, progress, per-epoch history) is a few KB
+
+
+def check_expansion(path: str | os.PathLike) -> None:
+    """Refuse a zip container (``.pt``, ``.npz``) whose members expand far beyond the file: both
+    formats store arrays uncompressed, so a compressed giant is a bomb, not a checkpoint."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
+    except (OSError, zipfile.BadZipFile):
+        return  # not a zip (or unreadable): the format's own reader refuses it
+    size = os.path.getsize(path)
+    if declared > 2 * size + (1 << 20):
+        raise UserError(f"{path}: refused: its members expand to {declared / 2**20:.0f} MiB from a "
+                        f"{size / 2**20:.1f} MiB file (checkpoints are stored uncompressed)")
+
+
+def parse_meta(path: str | os.PathLike, text: object) -> dict:
+    """The checkpoint's metadata JSON as a dict, or a one-line refusal."""
+    import json
+
+    if not isinstance(text, str):
+        raise UserError(f"{path}: meta_json: expected JSON text (got {type(text).__name__})")
+    if len(text) > MAX_META_BYTES:
+        raise UserError(f"{path}: meta_json: larger than {MAX_META_BYTES >> 20} MiB")
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: meta_json: not valid JSON ({str(exc).split(';')[0][:100]})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: meta_json: expected a JSON object (got {type(meta).__name__})")
+    return meta
+
+
+def resume_meta(path: str | os.PathLike, meta: dict) -> dict:
+    """Metadata a resume needs: a ``progress`` mapping (its fields are checked by the loop)."""
+    if not isinstance(meta.get("progress"), dict):
+        raise UserError(f"{path}: meta_json: progress missing or not a mapping; cannot resume from it")
+    return meta
+
+
+def dtype_kind(x: Any) -> str:
+    """NumPy's dtype kind letter ('f', 'i', 'u', 'b', 'c', ...; 'x' if unknown) of a NumPy array, a
+    torch tensor or a dtype name."""
+    if hasattr(x, "is_floating_point"):  # a torch tensor: bfloat16 has no NumPy dtype
+        if x.is_floating_point():
+            return "f"
+        x = str(x.dtype).removeprefix("torch.")
+    try:
+        return np.dtype(getattr(x, "dtype", x)).kind
+    except TypeError:
+        return "x"
+
+
+def check_weight(path: str | os.PathLike, name: str, arr: Any) -> None:
+    """Refuse weights that are neither floating point nor integer (counters such as BatchNorm's
+    ``num_batches_tracked``), and floating-point weights with NaN or infinity anywhere."""
+    kind = dtype_kind(arr)
+    if kind not in ("f", "i", "u"):
+        raise UserError(f"{path}: {name}: dtype {arr.dtype} is neither floating point nor integer")
+    finite = bool(arr.isfinite().all()) if hasattr(arr, "isfinite") else bool(np.isfinite(arr).all())
+    if kind == "f" and not finite:
+        raise UserError(f"{path}: {name}: holds NaN or infinite values; refusing to load it")
+
+
+def check_weight_kind(path: str | os.PathLike, name: str, got: Any, want: Any) -> None:
+    """A layer's floating-point tensor must stay floating point (and an integer counter an integer)."""
+    g, w = dtype_kind(got) == "f", dtype_kind(want) == "f"
+    if g != w:
+        kinds = {True: "floating point", False: "integer"}
+        raise UserError(f"{path}: {name}: is {kinds[g]} in the file, the model expects {kinds[w]}")

@@ -35,6 +35,19 @@ COMMANDS: dict[str, str] = {
 FORCE_HELP = "replace existing output files that alexbench did not write (refused by default)"
 
 
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [lo, hi] (a bad value is a one-line usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number (got {text[:40]!r})") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}] (got {value})")
+        return value
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on usage errors already; keep its message to one line."""
 
@@ -72,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("parity", parents=[common],
                         help="port weights torch<->keras and print the max abs logit difference")
     pa.add_argument("--model", required=True)
-    pa.add_argument("--num-classes", type=int, default=10)
-    pa.add_argument("--batch", type=int, default=4)
-    pa.add_argument("--seed", type=int, default=0)
+    pa.add_argument("--num-classes", type=_int_in(2, 100_000), default=10)
+    pa.add_argument("--batch", type=_int_in(1, 1024), default=4)
+    pa.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
 
     def add_data_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data", default=None, help="dataset source (see `alexbench data`)")

@@ -18,8 +18,9 @@ from alexbench.bounded_yaml import YamlLimit, load_bounded, read_capped
 from alexbench.errors import UserError
 from alexbench.models.options import ModelOptions
 
-__all__ = ["MAX_SEED", "TrainConfig", "OptimizerConfig", "ScheduleConfig", "AugmentConfig", "FinetuneConfig",
-           "load_yaml", "resolve_config", "apply_overrides", "dump_yaml"]
+__all__ = ["MAX_SEED", "RESUME_FREE_KEYS", "TrainConfig", "OptimizerConfig", "ScheduleConfig", "AugmentConfig",
+           "FinetuneConfig", "load_yaml", "resolve_config", "apply_overrides", "dump_yaml", "config_differences",
+           "explicit_settings"]
 
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (scikit-learn's random_state, Keras) takes 32 bits
@@ -258,6 +259,36 @@ def resolve_config(config_file: str | None = None, overrides: list[str] | None =
         data = apply_overrides(data, overrides)
         origin = f"{origin} + --set" if config_file else "--set"
     return validate(data, origin)
+
+
+#: keys that say how a run executes, not what it computes: a resume may change them
+RESUME_FREE_KEYS = ("device", "threads", "checkpoint_minutes")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(stored: TrainConfig, asked: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, stored value, asked value)`` for every key that differs, except :data:`RESUME_FREE_KEYS`."""
+    a, b = _flatten(stored.model_dump(mode="json")), _flatten(asked.model_dump(mode="json"))
+    return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and k not in RESUME_FREE_KEYS]
+
+
+def explicit_settings(config_file: str | None, overrides: list[str] | None, base: dict | None = None) -> dict:
+    """Only what the user set (``base``, the config file, ``--set``), unvalidated and without defaults:
+    what a resume compares with the run's stored config."""
+    data = _deepcopy(base or {})
+    if config_file:
+        data = deep_merge(data, load_yaml(config_file))
+    return apply_overrides(data, overrides or [])
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

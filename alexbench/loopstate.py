@@ -52,9 +52,11 @@ class Progress:
         return dict(self.__dict__)
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "Progress":
-        known = {k: v for k, v in meta.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def from_meta(cls, meta: dict, where: str = "checkpoint") -> "Progress":
+        """The progress stored in a checkpoint, each field checked against its type (one line if not)."""
+        from alexbench.resume import checked_progress
+
+        return cls(**checked_progress(meta, cls(), where))
 
 
 class Interrupt:

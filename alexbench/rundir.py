@@ -4,7 +4,8 @@ A run folder (``train --out DIR``, or one entry of ``run --out DIR``) holds::
 
     DIR/
       config.yaml        the resolved config (written first)
-      state.json         how far the run got: {"status", "epoch", "epochs", "pid", "updated"[, "reason"]}
+      state.json         how far the run got: {"status", "epoch", "epochs", "pid", "updated"[, "reason"],
+                         "dataset": {"name", "source", "sha256"}}
       log.txt            append-only log
       history.csv        one row per finished epoch, columns HISTORY_COLUMNS
       checkpoints/       last.<ext>, last.prev.<ext>, best.<ext> (see alexbench.checkpoint)
@@ -67,6 +68,8 @@ CONFIG_HEADER = "# alexbench: the resolved config of this run"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "elapsed_seconds",
                    "images_per_second")
 _REQUIRED_HISTORY = ("epoch", "train_acc", "val_acc")
+MAX_FILE_BYTES = 64 << 20  # metrics.json of a 1000-class run is a few MB; history.csv a few KB
+MAX_PREDICTIONS_BYTES = 1 << 30  # probs of 50,000 images x 1000 classes in float32: 200 MB
 _REQUIRED_PREDICTIONS = ("y_true", "y_pred")
 
 
@@ -176,10 +179,20 @@ def is_run_folder(folder: Path) -> bool:
 
 # -- JSON files ------------------------------------------------------------------------------
 
+def _read_text(path: Path) -> str:
+    """The text of a run-folder file, read with a size cap (:data:`MAX_FILE_BYTES`)."""
+    try:
+        return read_capped(path, MAX_FILE_BYTES).decode("utf-8")
+    except YamlLimit:
+        raise UserError(f"{path}: refused: larger than {MAX_FILE_BYTES >> 20} MiB") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``, or a UserError naming the file and what is wrong."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = _read_text(path)
     except FileNotFoundError:
         raise UserError(f"{path}: not found (is this a run folder?)") from None
     except OSError as exc:
@@ -189,6 +202,8 @@ def read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); "
                         "the run may have been interrupted while writing it") from None
+    except (ValueError, RecursionError) as exc:  # an over-long integer, absurd nesting
+        raise UserError(f"{path}: refused: {str(exc).split(';')[0] or 'nested too deeply'}") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a JSON object at the top level (got {type(obj).__name__})")
     return obj
@@ -203,12 +218,20 @@ def read_state(run: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def write_state(run: Path, status: str, epoch: int, epochs: int, reason: str | None = None) -> None:
-    """``status`` is running, interrupted, failed or finished; ``epoch`` counts the finished epochs."""
+def write_state(run: Path, status: str, epoch: int, epochs: int, reason: str | None = None,
+                dataset: Mapping[str, Any] | None = None) -> None:
+    """``status`` is running, interrupted, failed or finished; ``epoch`` counts the finished epochs.
+
+    ``dataset`` (name, source, sha256: what the run trains on) is kept from the previous state
+    when not given, so a resume can check that it continues on the same data.
+    """
     state: dict[str, Any] = {"status": status, "epoch": epoch, "epochs": epochs, "pid": os.getpid(),
                              "updated": time.time()}
     if reason:
         state["reason"] = reason
+    recorded = dataset if dataset is not None else read_state(run).get("dataset")
+    if isinstance(recorded, Mapping):
+        state["dataset"] = {k: recorded.get(k) for k in ("name", "source", "sha256")}
     atomic_write_json(Path(run) / STATE, state)
 
 
@@ -262,7 +285,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
     path = Path(path)
     if not path.is_file():
         return []
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     reader = csv.reader(io.StringIO(text))
     try:
         header = [h.strip() for h in next(reader)]
@@ -311,6 +334,14 @@ def read_predictions(path: Path) -> dict[str, np.ndarray] | None:
     path = Path(path)
     if not path.is_file():
         return None
+    try:
+        with zipfile.ZipFile(path) as zf:  # the declared sizes, before anything is decompressed
+            expanded = sum(i.file_size for i in zf.infolist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    if expanded > MAX_PREDICTIONS_BYTES:
+        raise UserError(f"{path}: refused: its arrays expand to {expanded >> 20} MiB "
+                        f"(at most {MAX_PREDICTIONS_BYTES >> 20} MiB)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: np.asarray(npz[k]) for k in npz.files}

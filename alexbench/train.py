@@ -18,7 +18,7 @@ import numpy as np
 from alexbench import checkpoint as ckpt
 from alexbench import rundir
 from alexbench.atomic import RunLock
-from alexbench.config import TrainConfig, dump_yaml, resolve_config, validate
+from alexbench.config import TrainConfig, dump_yaml, resolve_config
 from alexbench.data.stream import BatchStream, Splits, eval_batches, normalization, prefetch
 from alexbench.engines import Engine
 from alexbench.errors import TrainingDiverged, UserError
@@ -27,6 +27,7 @@ from alexbench.loopstate import Interrupt, Progress, RunLog, progress_bar
 from alexbench.metrics import classification_metrics
 from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder
 from alexbench.prepare import check_model, peak_rss_bytes, pick_normalization, prepare_data, system_info
+from alexbench.resume import check_same_data, recorded_dataset, resume_config_from_args, same_run_config
 from alexbench.schedule import lr_at
 
 WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, allocator warm-up
@@ -36,12 +37,15 @@ def entry_label(cfg: TrainConfig) -> str:
     return rundir.entry_label(cfg.model, cfg.framework, cfg.pretrained, cfg.seed)
 
 
-def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
+def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
           resume: bool = False, on_epoch_end: Callable[[Path, dict], None] | None = None,
           quiet: bool | None = None, force: bool = False, hooks: Hooks | None = None) -> dict:
     """Train and evaluate one model in one framework; returns the metrics dict (also in metrics.json).
 
     A folder that is not an alexbench run and holds files a run writes is refused unless ``force``.
+    With ``resume``, the run in ``out_dir`` continues only if ``cfg`` computes the same run as its
+    stored config (``None``: continue the stored config) and ``data`` is the data it started on
+    (``None``: the source it recorded); see :mod:`alexbench.resume`.
     ``on_epoch_end(run_folder, history_row)`` runs after each epoch's files are written;
     ``hooks`` (see :mod:`alexbench.hooks`) watch steps, evaluation passes and checkpoints.
     """
@@ -60,14 +64,16 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     saved_cfg = out / rundir.CONFIG
     ckpt_dir = out / rundir.CHECKPOINTS
     have_ckpt = any(ckpt_dir.glob("last*")) if ckpt_dir.exists() else False
+    recorded: dict = {}  # the data the run was started on (state.json), checked on resume
     if resume:
         if not saved_cfg.exists():
             raise UserError(f"{out}: nothing to resume (no config.yaml); start without --resume")
-        from alexbench.config import load_yaml
-
-        cfg = validate(load_yaml(saved_cfg), str(saved_cfg))
+        cfg = same_run_config(out, cfg)
+        recorded = recorded_dataset(out)
         if (out / rundir.METRICS).exists() and rundir.read_state(out).get("status") == "finished":
             return rundir.read_json(out / rundir.METRICS)
+        if data is None and isinstance(recorded.get("source"), str) and Path(recorded["source"]).exists():
+            data = recorded["source"]  # plain --resume continues on the run's own data
     elif ((out / rundir.METRICS).exists() or have_ckpt) and not (force and not is_run_folder(out)):
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
     check_model(cfg)
@@ -83,6 +89,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
 
     threads = set_threads(cfg.threads)
     ds, splits = prepare_data(cfg, data)
+    check_same_data(recorded, ds)
     if ds.embedded:
         log("note: training on the small embedded CIFAR-10 sample, not full CIFAR-10; accuracies are indicative only")
     spec = MODELS[cfg.model]
@@ -102,7 +109,7 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     prog = Progress()
     if resume and have_ckpt:
         meta, path = ckpt.load_with_fallback(out, "last", cfg.framework, engine.load)
-        prog = Progress.from_meta(meta["progress"])
+        prog = Progress.from_meta(meta["progress"], str(path))
         log(f"resumed from {path} at epoch {prog.epoch + 1}, step {prog.step}")
     info = {
         "entry": entry_label(cfg), "cfg": cfg, "ds": ds, "splits": splits, "engine": engine, "norm": norm,
@@ -113,7 +120,8 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     log(f"{entry_label(cfg)}: {total:,} params, {flops / 1e6:.1f} MFLOPs/image, input {input_size}px, "
         f"{engine.device} {engine.precision}, {len(splits.y_train)} train / {len(splits.y_val)} val / "
         f"{len(splits.y_test)} test from {ds.name}")
-    rundir.write_state(out, "running", prog.epoch, cfg.epochs)
+    rundir.write_state(out, "running", prog.epoch, cfg.epochs,
+                       dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256})
     from alexbench.monitor import RunMonitors
 
     with RunMonitors(out, cfg, engine.device) as monitors:  # TensorBoard events, resources.csv
@@ -348,7 +356,7 @@ def config_from_args(args) -> TrainConfig:  # noqa: ANN001
 
 
 def train_command(args) -> int:  # noqa: ANN001
-    cfg = config_from_args(args)
+    cfg = (resume_config_from_args(args, Path(args.out)) if args.resume else None) or config_from_args(args)
     metrics = train(cfg, args.out, data=args.data, resume=args.resume, force=getattr(args, "force", False))
     t = metrics["test"]
     print(f"{metrics['entry']}: test accuracy {t['accuracy']:.4f} "

@@ -33,11 +33,15 @@ import numpy as np
 
 from alexbench.errors import UserError
 
-__all__ = ["MAX_IMAGE_PIXELS", "MAX_MEMBER_BYTES", "IMAGE_EXTENSIONS", "TarEntry", "iter_tar", "is_tar",
+__all__ = ["MAX_IMAGE_PIXELS", "MAX_MEMBER_BYTES", "MAX_ARCHIVE_MEMBERS", "MAX_ARCHIVE_BYTES", "MAX_IMAGE_FILE_BYTES",
+           "IMAGE_EXTENSIONS", "TarEntry", "iter_tar", "is_tar",
            "check_member", "is_image_name", "decode_image"]
 
 MAX_IMAGE_PIXELS = 4096 * 4096  # far above any CIFAR-like image; PIL's own default is ~89 Mpx
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # an official CIFAR-10 batch file is ~31 MB
+MAX_ARCHIVE_MEMBERS = 2_000_000  # CIFAR-10 as images is 60,000 files
+MAX_ARCHIVE_BYTES = 16 << 30  # uncompressed; CIFAR-10 is under 200 MB in every form
+MAX_IMAGE_FILE_BYTES = 64 << 20  # one image file; a CIFAR-10 image is about 2 KB
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                               ".pbm"})
 _PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
@@ -103,25 +107,47 @@ def _standard_filter(where: str, member: tarfile.TarInfo) -> None:
         raise UserError(f"{where}: refused by tarfile.data_filter ({exc})") from None
 
 
-def iter_tar(path: str | Path, want: Callable[[str], bool] | None = None) -> Iterator[TarEntry]:
+def iter_tar(path: str | Path, want: Callable[[str], bool] | None = None,
+             max_read: int = MAX_MEMBER_BYTES) -> Iterator[TarEntry]:
     """Stream the members of a tar archive, in archive order, after checking each one.
 
     Regular files for which ``want(name)`` is true (all files if ``want`` is None) come
-    with their bytes; other files and directories come with ``data=None``. Corrupt or
-    truncated archives raise :class:`UserError` naming the archive.
+    with their bytes, each at most ``max_read`` bytes (checked from the header, before
+    reading); other files and directories come with ``data=None``. While streaming, the
+    archive is refused once it has more than :data:`MAX_ARCHIVE_MEMBERS` members or
+    expands past :data:`MAX_ARCHIVE_BYTES`, and when a name comes twice (extracting it
+    would silently keep one of the two). Memory stays bounded: one member's bytes at a
+    time, and ``tarfile``'s own member list is emptied as it goes. Corrupt or truncated
+    archives raise :class:`UserError` naming the archive.
     """
     path = Path(path)
+    seen: set[str] = set()
+    count = expanded = 0
     try:
         with tarfile.open(path, mode="r|*") as tf:
             for member in tf:
+                tf.members.clear()  # streaming: never looked up again, so do not keep them all
+                count += 1
+                expanded += member.size + 512  # the data and its header block
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise UserError(f"{path}: more than {MAX_ARCHIVE_MEMBERS:,} members; refused")
+                if expanded > MAX_ARCHIVE_BYTES:
+                    raise UserError(f"{path}: expands to more than {MAX_ARCHIVE_BYTES >> 30} GiB; refused "
+                                    "(a compressed archive that large is not a dataset alexbench reads)")
                 name = check_member(path, member)
                 if not name:
                     continue
+                if name in seen and not member.isdir():
+                    raise UserError(f"{path}: member {name!r} appears twice; refused (which copy is meant?)")
+                seen.add(name)
                 if member.isdir():
                     yield TarEntry(name, True)
                 elif member.isfile():
                     data = None
                     if want is None or want(name):
+                        if member.size > max_read:
+                            raise UserError(f"{path}: member {name!r}: {member.size:,} bytes is over the "
+                                            f"{max_read:,}-byte limit for this kind of file; refused")
                         fh = tf.extractfile(member)
                         data = fh.read() if fh is not None else b""
                         if len(data) != member.size:
@@ -173,6 +199,8 @@ def _to_rgb(im):  # noqa: ANN001, ANN202 - PIL image in, PIL "RGB" image out
             pass
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
+    if im.mode == "La":  # premultiplied: PIL converts it only to LA (which un-premultiplies)
+        im = im.convert("LA")
     return im if im.mode == "RGB" else im.convert("RGB")
 
 

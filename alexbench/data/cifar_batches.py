@@ -12,6 +12,7 @@ Also the pieces every reader shares: :class:`Decoded` (what a reader returns) an
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 from alexbench.data.archive import iter_tar
 from alexbench.errors import UserError
 
-__all__ = ["BIN_TRAIN", "BIN_FILES", "PY_TRAIN", "PY_FILES", "Decoded", "read_file", "read_cifar_binary",
+__all__ = ["MAX_BATCH_FILE_BYTES", "BIN_TRAIN", "BIN_FILES", "PY_TRAIN", "PY_FILES", "Decoded", "read_file", "read_cifar_binary",
            "read_cifar_python", "unpickle"]
 
 BIN_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
@@ -30,6 +31,7 @@ BIN_FILES = [*BIN_TRAIN, "test_batch.bin", "batches.meta.txt"]
 PY_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 PY_FILES = [*PY_TRAIN, "test_batch", "batches.meta"]
 RECORD = 1 + 3 * 32 * 32
+MAX_BATCH_FILE_BYTES = 64 << 20  # an official batch file is 30.7 MB (10,000 records)
 
 
 @dataclass
@@ -52,9 +54,9 @@ def _collect(path: Path, wanted: list[str]) -> dict[str, tuple[str, Callable[[],
     if path.is_dir():
         for name in wanted:
             if (path / name).is_file():
-                found[name] = (str(path / name), (lambda p=path / name: read_file(p)))
+                found[name] = (str(path / name), (lambda p=path / name: read_file(p, MAX_BATCH_FILE_BYTES)))
     else:
-        for entry in iter_tar(path, want=lambda n: n.rsplit("/", 1)[-1] in wanted):
+        for entry in iter_tar(path, want=lambda n: n.rsplit("/", 1)[-1] in wanted, max_read=MAX_BATCH_FILE_BYTES):
             base = entry.name.rsplit("/", 1)[-1]
             if entry.data is not None:
                 if base in found:
@@ -66,11 +68,19 @@ def _collect(path: Path, wanted: list[str]) -> dict[str, tuple[str, Callable[[],
     return found
 
 
-def read_file(path: Path) -> bytes:
+def read_file(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of ``path``; with ``limit``, a file larger than that is refused before it is read."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            if limit is not None and os.fstat(fh.fileno()).st_size > limit:
+                raise UserError(f"{path}: {os.fstat(fh.fileno()).st_size:,} bytes is over the {limit:,}-byte limit "
+                                "for this kind of file; refused")
+            data = fh.read() if limit is None else fh.read(limit + 1)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if limit is not None and len(data) > limit:  # grew while read, or not a regular file
+        raise UserError(f"{path}: over the {limit:,}-byte limit for this kind of file; refused")
+    return data
 
 
 def _check_labels(labels: np.ndarray, n_classes: int, shown: str) -> None:

@@ -3,10 +3,17 @@
 ``train/<class>/*`` and ``test/<class>/*``, optionally under one top-level folder
 (``cifar10-jpeg/train/...``). Class order: CIFAR-10's when the class set is exactly
 CIFAR-10's, else sorted names. Files without an image extension (and hidden files) are
-skipped and counted in a warning. Grayscale/palette/RGBA images are converted to RGB.
-Mixed sizes are an error unless ``resize`` is given, in which case each image is
-resized once with PIL while loading (then cached): a one-off decode step, not the
-training path, where resizing happens on whole batches.
+skipped and counted in a warning. Every Pillow image mode becomes 8-bit RGB
+(:func:`alexbench.data.archive.to_rgb8`). Mixed sizes are an error unless ``resize`` is
+given, in which case each image is resized once with PIL while loading (then cached):
+a one-off decode step, not the training path, where resizing happens on whole batches.
+
+Bounded cost: the files are listed first (a tar archive is streamed once for its names,
+once for the images), then decoded one at a time straight into arrays of the final size,
+which the caller may place on disk (``alloc``), so memory does not grow with the number
+of images. An image file over :data:`~alexbench.data.archive.MAX_IMAGE_FILE_BYTES` is
+refused before it is read, each image's pixel count is checked from its header, and
+the decoded total may not pass :data:`MAX_DECODED_BYTES`.
 """
 
 from __future__ import annotations
@@ -19,38 +26,43 @@ from typing import Any
 import numpy as np
 
 from alexbench.data import cache
-from alexbench.data.archive import decode_image, is_image_name, iter_tar
+from alexbench.data.archive import MAX_IMAGE_FILE_BYTES, decode_image, is_image_name, iter_tar
 from alexbench.data.cifar_batches import Decoded, read_file
 from alexbench.data.dataset import CIFAR10_CLASSES
 from alexbench.errors import UserError
 
-__all__ = ["read_image_folder"]
+__all__ = ["MAX_DECODED_BYTES", "read_image_folder"]
+
+MAX_DECODED_BYTES = 16 << 30  # decoded uint8 pixels of a whole folder; CIFAR-10 is 184 MB
+#: ``alloc(split, shape)`` returns where to put the images: ``a[i] = img`` and ``a.shape``
+#: (an array in memory by default; :class:`alexbench.data.cache.ScratchArray` on disk)
+Alloc = Callable[[str, tuple[int, ...]], Any]
 
 
 def _natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _image_folder_entries(path: Path) -> tuple[list[tuple[str, Callable[[], bytes]]], set[str]]:
-    """(relative name, reader) of every file, and the set of directory names, in a dir or archive."""
-    files: list[tuple[str, Callable[[], bytes]]] = []
+def _list_entries(path: Path) -> tuple[list[tuple[str, Path | None]], set[str]]:
+    """(relative name, its path in a directory or None in an archive) of every file, and every folder name."""
+    files: list[tuple[str, Path | None]] = []
     dirs: set[str] = set()
     if path.is_dir():
-        for rel, p in cache.walk_files(path, dirs):
-            files.append((rel, (lambda p=p: read_file(p))))
+        files = [(rel, p) for rel, p in cache.walk_files(path, dirs)]
     else:
-        for entry in iter_tar(path, want=is_image_name):
+        for entry in iter_tar(path, want=lambda _: False):  # names only: nothing is read
             if entry.is_dir:
                 dirs.add(entry.name)
             else:
-                files.append((entry.name, (lambda d=entry.data: d or b"")))
+                files.append((entry.name, None))
                 parts = entry.name.split("/")
                 dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
     return files, dirs
 
 
-def read_image_folder(path: Path, resize: int | None) -> Decoded:
-    files, dirs = _image_folder_entries(path)
+def read_image_folder(path: Path, resize: int | None, alloc: Alloc | None = None) -> Decoded:
+    """Decode an image folder (directory or tar archive); ``alloc`` places the image arrays."""
+    files, dirs = _list_entries(path)
     tops = {n.split("/")[0] for n in dirs | {f for f, _ in files}} - {"__MACOSX"}
     tops = {t for t in tops if not t.startswith(".")}
     if "train" in dirs or "test" in dirs:
@@ -84,17 +96,17 @@ def read_image_folder(path: Path, resize: int | None) -> Decoded:
     classes = CIFAR10_CLASSES[:] if train_classes == set(CIFAR10_CLASSES) else sorted(train_classes)
     index = {c: i for i, c in enumerate(classes)}
 
-    members: dict[str, list[tuple[str, str, Callable[[], bytes]]]] = {"train": [], "test": []}
+    members: dict[str, list[tuple[str, str, str, Path | None]]] = {"train": [], "test": []}
     skipped: list[str] = []
-    for name, read in files:
+    for name, fpath in files:
         rel = name[len(root):] if name.startswith(root) else None
         parts = rel.split("/") if rel is not None else []
         if len(parts) == 3 and parts[0] in members and parts[1] in index and is_image_name(name):
-            members[parts[0]].append((parts[1], parts[2], read))
+            members[parts[0]].append((parts[1], parts[2], name, fpath))
         elif not any(p.startswith(".") for p in name.split("/")[:-1]):
             skipped.append(name)  # files inside hidden folders are not even worth a mention
     for split, items in members.items():
-        present = {c for c, _, _ in items}
+        present = {c for c, _, _, _ in items}
         for c in classes:
             if c not in present:
                 raise UserError(f"{path}: {root}{split}/{c}/ is empty (no image files)")
@@ -107,31 +119,42 @@ def read_image_folder(path: Path, resize: int | None) -> Decoded:
         cache.warn(msg)
         notes.append(msg)
 
+    slot = {name: (split, i) for split, items in members.items() for i, (_, _, name, _) in enumerate(items)}
+    ys = {split: np.array([index[c] for c, _, _, _ in items], dtype=np.int64) for split, items in members.items()}
+    xs: dict[str, np.ndarray] = {}
     formats: set[str] = set()
     first: tuple[str, tuple[int, ...]] | None = None
-    resized = 0
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split, items in members.items():
-        x: np.ndarray | None = None
-        y = np.empty(len(items), dtype=np.int64)
-        for i, (cls, fname, read) in enumerate(items):
-            shown = f"{path}:{root}{split}/{cls}/{fname}" if path.is_file() else str(path / root / split / cls / fname)
-            data = read()
-            img, fmt = decode_image(data, shown, resize=resize)
-            formats.add(fmt)
-            if first is None:
-                first = (shown, img.shape)
-            if x is None:
-                x = np.empty((len(items), *first[1]), dtype=np.uint8)
-            if img.shape != x.shape[1:]:
-                h0, w0 = first[1][:2]
-                raise UserError(f"{shown}: image is {img.shape[1]}x{img.shape[0]}, but {first[0]} is {w0}x{h0}; "
-                                f"mixed image sizes need an explicit resize (load_dataset(..., resize=N))")
-            x[i] = img
-            y[i] = index[cls]
-        out[split] = (x if x is not None else np.empty((0, 32, 32, 3), np.uint8), y)
-        if resize is not None:
-            resized += len(items)
+
+    def place(name: str, data: bytes) -> None:
+        nonlocal first
+        shown = f"{path}:{name}" if path.is_file() else str(path / name)
+        img, fmt = decode_image(data, shown, resize=resize)
+        formats.add(fmt)
+        if first is None:
+            first = (shown, img.shape)
+            n = len(slot)
+            if n * img.size > MAX_DECODED_BYTES:
+                raise UserError(f"{path}: {n:,} images of {img.shape[1]}x{img.shape[0]} decode to "
+                                f"{n * img.size / 2**30:.1f} GiB, over the {MAX_DECODED_BYTES >> 30} GiB limit")
+            for split, items in members.items():
+                shape = (len(items), *img.shape)
+                xs[split] = alloc(split, shape) if alloc is not None else np.empty(shape, np.uint8)
+        split, i = slot[name]
+        if img.shape != xs[split].shape[1:]:
+            h0, w0 = first[1][:2]
+            raise UserError(f"{shown}: image is {img.shape[1]}x{img.shape[0]}, but {first[0]} is {w0}x{h0}; "
+                            f"mixed image sizes need an explicit resize (load_dataset(..., resize=N))")
+        xs[split][i] = img
+
+    if path.is_dir():
+        for split, items in members.items():
+            for _, _, name, fpath in items:
+                place(name, read_file(fpath, MAX_IMAGE_FILE_BYTES))
+    else:  # second pass, in archive order; each member is decoded and dropped
+        for entry in iter_tar(path, want=slot.__contains__, max_read=MAX_IMAGE_FILE_BYTES):
+            if entry.data is not None:
+                place(entry.name, entry.data)
+    out = {split: (xs.get(split, np.empty((0, 32, 32, 3), np.uint8)), ys[split]) for split in members}
     if resize is not None:
         notes.append(f"images resized to {resize}x{resize} with PIL bilinear while loading (cached once)")
 

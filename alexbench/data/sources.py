@@ -43,7 +43,7 @@ __all__ = ["CIFAR10_CLASSES", "BINARY_URL", "BINARY_MD5", "BINARY_SIZE", "PYTHON
            "load_dataset_info", "find_default_source", "describe_source", "download_cifar10", "candidate_paths"]
 
 
-def _decode(path: Path, resize: int | None) -> Decoded:
+def _decode(path: Path, resize: int | None, alloc=None) -> Decoded:  # noqa: ANN001 - see image_folder.Alloc
     if path.is_dir():
         fmt = dir_format_hint(path) or "image-folder"
     else:
@@ -58,7 +58,7 @@ def _decode(path: Path, resize: int | None) -> Decoded:
         return read_cifar_binary(path)
     if fmt == "cifar-python":
         return read_cifar_python(path)
-    return read_image_folder(path, resize)
+    return read_image_folder(path, resize, alloc)
 
 
 # --------------------------------------------------------------------------- load
@@ -150,7 +150,19 @@ def load_dataset_info(source: str | None = None, *, verify: bool = False, resize
         _finish_notes(ds, found_by, home)
         return LoadInfo(ds, True, time.perf_counter() - t0, found_by, report)
 
-    dec = _decode(path, resize)
+    with cache.scratch(home) as alloc:  # image folders decode to disk, not to memory
+        return _decode_and_cache(path, resize, alloc, home, cpath, cached, sha, embedded, verify, md5_note, report,
+                                 found_by, t0)
+
+
+def _in_memory(a: Any) -> np.ndarray:
+    return a.load() if isinstance(a, cache.ScratchArray) else a
+
+
+def _decode_and_cache(path: Path, resize: int | None, alloc: Any, home: Path, cpath: Path, cached: Any, sha: str,
+                      embedded: bool, verify: bool, md5_note: str | None, report: dict[str, Any], found_by: str,
+                      t0: float) -> LoadInfo:
+    dec = _decode(path, resize, alloc)
     if md5_note:
         dec.notes.append(md5_note)
     if embedded:
@@ -164,14 +176,22 @@ def load_dataset_info(source: str | None = None, *, verify: bool = False, resize
     if verify:
         report["images_decoded"] = len(dec.y_train) + len(dec.y_test)
         if cached is not None:
-            same = all(np.array_equal(cached[k], arrays[k]) for k in ("x_train", "y_train", "x_test", "y_test")) \
+            same = all(np.array_equal(cached[k], _in_memory(arrays[k])) for k in ("x_train", "y_train", "x_test",
+                                                                                  "y_test")) \
                 and cached["classes"] == dec.classes
             report["cache_matched"] = same
+    final = cached  # the arrays to hand out: memory-mapped from the cache, never the scratch files
     if cached is None or not report.get("cache_matched", False):
         written = cache.save_cached(cpath, arrays, {"name": dec.name, "format": dec.format, "notes": dec.notes,
                                                     "source": str(path), "sha256": sha})
         if verify and cached is not None:
             report["cache_rewritten"] = written
+        final = cache.load_cached(cpath) if written else None
+    if final is not None:
+        dec.x_train, dec.y_train, dec.x_test, dec.y_test = (final[k] for k in ("x_train", "y_train", "x_test",
+                                                                               "y_test"))
+    else:  # no cache could be written: the scratch files go away on return, so keep them in memory
+        dec.x_train, dec.x_test = _in_memory(dec.x_train), _in_memory(dec.x_test)
     ds = Dataset(name=dec.name, source=str(path), format=dec.format, sha256=sha, classes=dec.classes,
                  x_train=dec.x_train, y_train=dec.y_train, x_test=dec.x_test, y_test=dec.y_test,
                  embedded=embedded, cache_path=str(cpath) if cpath.is_file() else None, notes=dec.notes)

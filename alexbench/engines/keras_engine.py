@@ -13,10 +13,10 @@ in a background thread by the shared stream.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 
+from alexbench import checkpoint as ckpt
 from alexbench.atomic import strict_json
 from alexbench.config import TrainConfig
 from alexbench.data.stream import Normalization
@@ -228,10 +228,10 @@ class KerasEngine:
             np.savez(fh, format=np.array(_FORMAT), variable_paths=np.array(names),
                      meta_json=np.array(strict_json(meta, indent=None)), **arrays)
 
-    def _read(self, path: str):  # noqa: ANN202
+    def _read(self, path: str) -> dict:
         return read_checkpoint(path)
 
-    def _load_model_vars(self, path: str, data) -> None:  # noqa: ANN001
+    def _load_model_vars(self, path: str, data: dict) -> None:
         names = [str(s) for s in data["variable_paths"]]
         own = self.model.variables
         if len(names) != len(own):
@@ -241,36 +241,62 @@ class KerasEngine:
             if tuple(arr.shape) != tuple(v.shape):
                 raise UserError(f"{path}: layer {v.path!r} has shape {tuple(arr.shape)} in the checkpoint, "
                                 f"model expects {tuple(v.shape)}")
+            ckpt.check_weight_kind(path, f"layer {v.path!r}", arr, v.dtype)
         for i, v in enumerate(own):
             v.assign(data[f"model/{i:04d}"])
 
     def load(self, path: str) -> dict:
         data = self._read(path)
+        meta = ckpt.resume_meta(path, data["meta"])
+        slots = [(s, data[f"opt/{p}/{j}"], f"opt/{p}/{j}") for p, ss in self._slots.items() for j, s in enumerate(ss)
+                 if f"opt/{p}/{j}" in data]
+        for s, arr, key in slots:  # all checked before anything is assigned
+            if tuple(arr.shape) != tuple(s.shape) or arr.dtype.kind != "f":
+                raise UserError(f"{path}: {key}: expected float values of shape {tuple(s.shape)} "
+                                f"(got {arr.dtype} of shape {tuple(arr.shape)})")
         self._load_model_vars(path, data)
-        for p, slots in self._slots.items():
-            for j, s in enumerate(slots):
-                key = f"opt/{p}/{j}"
-                if key in data.files:
-                    s.assign(data[key])
+        for s, arr, _ in slots:
+            s.assign(arr)
         self._t.assign(int(data["opt_t"]))
-        return json.loads(str(data["meta_json"]))
+        return meta
 
-    def load_weights_only(self, path: str, data=None) -> dict:  # noqa: ANN001
+    def load_weights_only(self, path: str, data: dict | None = None) -> dict:
         """Load the model weights only; ``data`` is the file's content if :func:`read_checkpoint` read it already."""
         data = self._read(path) if data is None else data
         self._load_model_vars(path, data)
-        return json.loads(str(data["meta_json"]))
+        return data["meta"]
 
 
-def read_checkpoint(path: str):  # noqa: ANN201 - numpy NpzFile
-    """Open an alexbench keras checkpoint (an ``.npz`` read with ``allow_pickle=False``) and check its format."""
+def read_checkpoint(path: str) -> dict:
+    """Read an alexbench keras checkpoint (an ``.npz`` read with ``allow_pickle=False``) and check it all.
+
+    Returns its arrays by name, plus ``meta`` (the parsed metadata). Refused in one line:
+    members that expand far beyond the file, a missing or malformed part, and weights
+    that are not finite floating point (or integer counters).
+    """
+    ckpt.check_expansion(path)
     try:
-        data = np.load(path, allow_pickle=False)
-        fmt = str(data["format"])
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found") from None
-    except Exception as exc:  # corrupt zip, pickled object arrays, missing keys
+    except Exception as exc:  # corrupt zip, pickled object arrays
         raise UserError(f"{path}: not a loadable alexbench keras checkpoint ({str(exc)[:200]})") from None
-    if fmt != _FORMAT:
+    fmt = data.get("format")
+    if fmt is None or fmt.shape != () or str(fmt) != _FORMAT:
         raise UserError(f"{path}: not an alexbench keras checkpoint")
+    paths, meta, t = data.get("variable_paths"), data.get("meta_json"), data.get("opt_t")
+    if paths is None or paths.ndim != 1 or paths.dtype.kind != "U":
+        raise UserError(f"{path}: variable_paths: missing or not a list of names")
+    if meta is None or meta.shape != () or meta.dtype.kind != "U":
+        raise UserError(f"{path}: meta_json: missing or not JSON text")
+    if t is None or t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
+        raise UserError(f"{path}: opt_t: missing or not a step count")
+    for i in range(len(paths)):
+        if f"model/{i:04d}" not in data:
+            raise UserError(f"{path}: model/{i:04d}: missing ({len(paths)} variables are listed)")
+    for key, arr in data.items():
+        if key.startswith(("model/", "opt/")):
+            ckpt.check_weight(path, key, arr)
+    data["meta"] = ckpt.parse_meta(path, str(meta))
     return data

@@ -8,10 +8,10 @@ channels_last, ``torch.compile``, ``inference_mode`` for evaluation.
 from __future__ import annotations
 
 import contextlib
-import json
 
 import numpy as np
 
+from alexbench import checkpoint as ckpt
 from alexbench.atomic import strict_json
 from alexbench.config import TrainConfig
 from alexbench.data.stream import Normalization
@@ -194,35 +194,87 @@ class TorchEngine:
             if tuple(state[k].shape) != tuple(v.shape):
                 raise UserError(f"{path}: layer {k!r} has shape {tuple(state[k].shape)}, "
                                 f"model expects {tuple(v.shape)}")
+            ckpt.check_weight_kind(path, f"layer {k!r}", state[k], v)
+        extra = sorted(set(state) - set(own))
+        if extra:
+            raise UserError(f"{path}: layer {extra[0]!r} is not in the model (wrong architecture?)")
         self.model.load_state_dict(state, strict=True)
 
     def load(self, path: str) -> dict:
         torch = self.torch
         blob = self._read(path)
+        meta = ckpt.resume_meta(path, blob["meta"])
+        _check_resume_state(path, blob)
         self._load_model_state(path, blob["model"])
-        self.optimizer.load_state_dict(blob["optimizer"])
-        torch.set_rng_state(blob["torch_rng"].cpu())
+        try:
+            self.optimizer.load_state_dict(blob["optimizer"])
+            torch.set_rng_state(blob["torch_rng"].cpu())
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            raise UserError(f"{path}: optimizer or random state does not fit this run "
+                            f"({_first_line(exc)})") from None
+        for p, st in self.optimizer.state.items():  # torch checks neither the slots' shapes nor dtypes
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise UserError(f"{path}: optimizer state {k!r} has shape {tuple(v.shape)}, its parameter "
+                                    f"{tuple(p.shape)}")
         if "cuda_rng" in blob and self.device.startswith("cuda"):
             torch.cuda.set_rng_state_all(blob["cuda_rng"])
-        return json.loads(blob["meta_json"])
+        return meta
 
     def load_weights_only(self, path: str, blob: dict | None = None) -> dict:
         """Load the model weights only; ``blob`` is the file's content if :func:`read_checkpoint` read it already."""
         blob = self._read(path) if blob is None else blob
         self._load_model_state(path, blob["model"])
-        return json.loads(blob["meta_json"])
+        return blob["meta"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _check_tensors(path: str, prefix: str, tensors: dict) -> None:
+    torch = import_torch()
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise UserError(f"{path}: {prefix}{name}: expected a tensor (got {type(t).__name__})")
+        ckpt.check_weight(path, f"{prefix}{name}", t)
+
+
+def _check_resume_state(path: str, blob: dict) -> None:
+    """The optimizer's and the random generator's state, which only a resume uses."""
+    torch = import_torch()
+    opt, rng = blob.get("optimizer"), blob.get("torch_rng")
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in opt["param_groups"])
+            and all(isinstance(st, dict) for st in opt["state"].values())):
+        raise UserError(f"{path}: optimizer: missing, or not torch's state and param_groups; cannot resume from it")
+    for pid, st in opt["state"].items():
+        _check_tensors(path, f"optimizer.state.{pid}.", {k: v for k, v in st.items() if isinstance(v, torch.Tensor)})
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.dim() != 1:
+        raise UserError(f"{path}: torch_rng: missing or not a 1-D uint8 tensor; cannot resume from it")
 
 
 def read_checkpoint(path: str, map_location: str = "cpu") -> dict:
-    """Read an alexbench torch checkpoint with ``weights_only=True``: a payload is refused, never run."""
+    """Read an alexbench torch checkpoint with ``weights_only=True``: a payload is refused, never run.
+
+    The model's tensors (finite floats or integer counters) and the metadata (parsed into
+    ``blob["meta"]``) are checked here; the optimizer's and random state when a resume loads
+    them. A file that fails is refused in one line naming the part.
+    """
+    ckpt.check_expansion(path)  # before importing torch: a bomb costs nothing
     torch = import_torch()
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # unpickling refused (payload) or corrupt file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a loadable alexbench checkpoint ({first[:200]})") from None
+        raise UserError(f"{path}: not a loadable alexbench checkpoint ({_first_line(exc)})") from None
     if not isinstance(blob, dict) or blob.get("format") != "alexbench-torch-checkpoint-v1":
         raise UserError(f"{path}: not an alexbench torch checkpoint")
+    for key, kind, what in (("model", dict, "a mapping of layer names to tensors"), ("meta_json", str, "JSON text")):
+        if not isinstance(blob.get(key), kind):
+            raise UserError(f"{path}: {key}: missing or not {what} (a damaged or hand-made checkpoint)")
+    _check_tensors(path, "model.", blob["model"])
+    blob["meta"] = ckpt.parse_meta(path, blob["meta_json"])
     return blob

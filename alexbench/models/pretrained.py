@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from alexbench.checkpoint import check_weight, check_weight_kind
 from alexbench.errors import UserError
 
 
@@ -104,6 +105,8 @@ def read_torch_file(path: str) -> dict[str, Any]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path}: expected a PyTorch state_dict (layer names -> tensors)")
+    for k, v in obj.items():
+        check_weight(path, str(k), v)
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
@@ -149,6 +152,7 @@ def apply_torch_state(model: Any, state: dict[str, Any], source: str, classifier
                 continue
             raise UserError(f"{source}: layer {layer!r} does not match: the file has {file_key} with shape "
                             f"{tuple(tensor.shape)}, the model expects {tuple(current.shape)}")
+        check_weight_kind(source, file_key, tensor, current)
         merged[key] = tensor
     extra = [file_key for key, (file_key, _) in named.items() if key not in ours]
     if extra:
@@ -240,30 +244,64 @@ def _h5_attr_list(group: Any, name: str) -> list[str]:
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _legacy_h5_weights(group: Any) -> dict[str, list[np.ndarray]]:
-    """Weights from the legacy HDF5 layout (keras.applications' files): one group per layer, by name."""
-    out: dict[str, list[np.ndarray]] = {}
-    for layer in _h5_attr_list(group, "layer_names"):
-        names = _h5_attr_list(group[layer], "weight_names")
-        if names:
-            out[layer] = [np.asarray(group[layer][n]) for n in names]
+def _h5_child(path: str, parent: Any, name: str, kind: str) -> Any:
+    """``parent[name]``, which must be an HDF5 ``kind`` ("Group" or "Dataset")."""
+    import h5py
+
+    obj = parent.get(name)
+    if not isinstance(obj, getattr(h5py, kind)):
+        got = "nothing" if obj is None else f"a {type(obj).__name__}"
+        raise UserError(f"{path}: {parent.name.rstrip('/')}/{name}: expected an HDF5 {kind.lower()}, found {got}")
+    return obj
+
+
+def _h5_weights(path: str, group: Any, names: list[str]) -> list[np.ndarray]:
+    out = []
+    for n in names:
+        ds = _h5_child(path, group, n, "Dataset")
+        if ds.dtype.kind not in "fiu":
+            raise UserError(f"{path}: {ds.name}: dtype {ds.dtype} is neither floating point nor integer")
+        out.append(np.asarray(ds))
     return out
 
 
-def _keras3_h5_weights(group: Any) -> dict[str, list[np.ndarray]]:
+def _legacy_h5_weights(path: str, group: Any) -> dict[str, list[np.ndarray]]:
+    """Weights from the legacy HDF5 layout (keras.applications' files): one group per layer, by name."""
+    out: dict[str, list[np.ndarray]] = {}
+    for layer in _h5_attr_list(group, "layer_names"):
+        g = _h5_child(path, group, layer, "Group")
+        names = _h5_attr_list(g, "weight_names")
+        if names:
+            out[layer] = _h5_weights(path, g, names)
+    return out
+
+
+def _keras3_h5_weights(path: str, group: Any) -> dict[str, list[np.ndarray]]:
     """Weights from a Keras 3 ``.weights.h5``: ``layers/<key>/vars/<i>``, layer name in the vars' attrs."""
     import h5py
 
     out: dict[str, list[np.ndarray]] = {}
+    found: list[Any] = []
 
-    def visit(path: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and path.endswith("vars") and "name" in obj.attrs and len(obj):
-            name = obj.attrs["name"]
-            out[name.decode("utf8") if isinstance(name, bytes) else str(name)] = [
-                np.asarray(obj[str(i)]) for i in range(len(obj))]
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Group) and name.endswith("vars") and "name" in obj.attrs and len(obj):
+            found.append(obj)
 
-    group["layers"].visititems(visit)
+    _h5_child(path, group, "layers", "Group").visititems(visit)
+    for obj in found:
+        name = obj.attrs["name"]
+        if not isinstance(name, (str, bytes)):
+            raise UserError(f"{path}: {obj.name}: attribute 'name' is not a layer name (got {type(name).__name__})")
+        out[name.decode("utf8") if isinstance(name, bytes) else name] = _h5_weights(
+            path, obj, [str(i) for i in range(len(obj))])
     return out
+
+
+def _checked(path: str, weights: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    for layer, arrays in weights.items():
+        for i, a in enumerate(arrays):
+            check_weight(path, f"layer {layer!r} weight {i}", a)
+    return weights
 
 
 def read_keras_file(path: str) -> dict[str, list[np.ndarray]]:
@@ -280,7 +318,7 @@ def read_keras_file(path: str) -> dict[str, list[np.ndarray]]:
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
         except Exception as exc:
             raise UserError(f"{path}: cannot load Keras model with safe_mode=True ({_first_line(exc)})") from None
-        return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+        return _checked(path, {layer.name: layer.get_weights() for layer in model.layers if layer.weights})
 
     if path.endswith(".keras"):
         return full_model()
@@ -290,9 +328,9 @@ def read_keras_file(path: str) -> dict[str, list[np.ndarray]]:
         with h5py.File(path, "r") as f:
             if "model_config" not in f.attrs:  # weights only: read the arrays, build nothing
                 if _h5_attr_list(f, "layer_names"):
-                    return _legacy_h5_weights(f)
+                    return _checked(path, _legacy_h5_weights(path, f))
                 if "layers" in f:
-                    return _keras3_h5_weights(f)
+                    return _checked(path, _keras3_h5_weights(path, f))
                 raise UserError(f"{path}: an HDF5 file in no Keras layout alexbench knows "
                                 "(neither layer_names nor layers/)")
     except OSError as exc:
@@ -331,6 +369,8 @@ def apply_keras_weights(model: Any, weights: dict[str, list[np.ndarray]], source
             i = next(i for i, (g, e) in enumerate(zip(got, expected)) if g != e)
             raise UserError(f"{source}: layer {layer.name!r} does not match: the file has {layer.weights[i].name} "
                             f"with shape {got[i]}, the model expects {expected[i]}")
+        for a, v in zip(arrays, layer.weights):
+            check_weight_kind(source, f"layer {layer.name!r} weight {v.name}", a, v.dtype)
         updates.append((layer, arrays))
     known = {layer.name for layer in layers}
     extra = [name for name, arrays in weights.items() if arrays and name not in known]

@@ -17,6 +17,7 @@ import yaml
 
 from alexbench import rundir
 from alexbench.errors import UserError
+from alexbench.report.checks import check_history, check_metrics, check_predictions, check_state, n_classes
 from alexbench.resources import read_resources
 from alexbench.rundir import RESOURCES, entry_label, is_run_dir
 from alexbench.stats import mcnemar_exact, mean_std, paired_difference, wilson_interval
@@ -195,6 +196,8 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
         raise UserError(f"{run}: not a folder (pass a run folder, the one holding metrics.json)")
     metrics_path = run / rundir.METRICS
     state = rundir.read_json(run / rundir.STATE) if (run / rundir.STATE).is_file() else None
+    if state is not None:
+        check_state(run / rundir.STATE, state)
     if metrics_path.is_file() or not allow_incomplete:
         if not metrics_path.is_file() and state is not None and state.get("status") == "running":
             raise UserError(f"{metrics_path}: not found; the run is still in progress "
@@ -205,6 +208,7 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
                 raise UserError(f"{metrics_path}: missing key '{key}'")
         if not isinstance(metrics["test"], dict) or "accuracy" not in metrics["test"]:
             raise UserError(f"{metrics_path}: test.accuracy missing")
+        check_metrics(metrics_path, metrics)
     else:
         if not is_run_dir(run):
             raise UserError(f"{metrics_path}: not found (is this a run folder?)")
@@ -214,10 +218,13 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
         config = metrics["config"]
     if not config_text and config:
         config_text = yaml.safe_dump(config, sort_keys=False)
-    rec = RunRecord(path=run, config=config, config_text=config_text,
-                    history=rundir.read_history(run / rundir.HISTORY), metrics=metrics, state=state,
-                    predictions=rundir.read_predictions(run / rundir.PREDICTIONS) if metrics is not None else None,
-                    resources=read_resources(run / RESOURCES))
+    history = rundir.read_history(run / rundir.HISTORY)
+    check_history(run / rundir.HISTORY, history)
+    predictions = rundir.read_predictions(run / rundir.PREDICTIONS) if metrics is not None else None
+    if predictions is not None:
+        check_predictions(run / rundir.PREDICTIONS, predictions, n_classes(metrics))
+    rec = RunRecord(path=run, config=config, config_text=config_text, history=history, metrics=metrics,
+                    state=state, predictions=predictions, resources=read_resources(run / RESOURCES))
     rec.label = str((metrics or {}).get("entry") or config.get("entry") or
                     entry_label(rec.model, rec.framework, rec.pretrained, rec.seed))
     if metrics is not None and rec.predictions is None:
