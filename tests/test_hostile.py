@@ -11,6 +11,7 @@ At the end: property tests of the test metrics on random labels and probabilitie
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -198,7 +199,12 @@ def _case(kind: str, t: Path, marker: Path, src: Path) -> tuple[list[str], Path,
         return [*TRAIN, "--pretrained", str(w), "--data", str(src), "--out", str(out)], out, \
             ["half.pth", "features.conv1", "(32, 3, 3, 3)", "(64, 3, 3, 3)"]
     if kind == "checkpoint-wrong-architecture":
-        run = run_folder(t, alexbench_checkpoint(cifar_state(0.25)))  # config says width 0.125
+        from alexbench.data.stream import Normalization
+        from alexbench.rundir import preprocessing
+
+        # a well-formed checkpoint (with the preprocessing eval needs) of a wider model: config says width 0.125
+        inference = preprocessing(Normalization("dataset", (127.0,) * 3, (64.0,) * 3), 32, (32, 32), CLASSES, True)
+        run = run_folder(t, alexbench_checkpoint(cifar_state(0.25), json.dumps({"inference": inference})))
         return ["eval", str(run), "--data", str(src)], run, ["best.pt: layer", "has shape", "model expects"]
     if kind == "yaml-python-tag-config":
         cfg = t / "evil.yaml"
