@@ -24,7 +24,7 @@ def test_every_model_has_a_typed_options_class_with_defaults():
     (["model_options.width=wide"], "--set: model_options.width: Input should be a valid number"),
     (["model_options.dropout=1"], "--set: model_options.dropout: Input should be less than 1 (got 1"),
     (["model_options.depth=3"], "--set: model_options.depth: unknown option of alexnet_cifar; valid options: "
-                                "dropout, width"),
+                                "dropout, width, norm"),
     (["model=vgg16", "model_options.width=0.5"], "--set: model_options.width: unknown option of vgg16; valid "
                                                  "options: dropout"),
     (["model=alexnet2012", "model_options.norm=bn"], "--set: model_options.norm: Input should be 'lrn', 'batch' "
@@ -54,7 +54,8 @@ def test_spellings_and_the_saved_config(tmp_path):
 
 def test_options_unpack_into_builder_arguments():
     opts = validate({"model_options": {"width": 0.125}}).model_options
-    assert resolve_options("alexnet_cifar", opts) == {"dropout": 0.25, "channels": (8, 24, 48, 32, 32)}
+    assert resolve_options("alexnet_cifar", opts) == {"dropout": 0.25, "channels": (8, 24, 48, 32, 32),
+                                                       "norm": "batch"}
     assert resolve_options("alexnet_cifar", {**opts}) == resolve_options("alexnet_cifar", opts)
     assert check_options("alexnet2012", {}).norm == "lrn"
     with pytest.raises(UserError, match="model alexnet: unknown option 'width'; valid options: dropout"):

@@ -50,7 +50,7 @@ def test_unknown_model_lists_valid_names():
 @pytest.mark.parametrize("kwargs, match", [
     ({"framework": "jax"}, "framework"),
     ({"num_classes": 0}, "num_classes"),
-    ({"depth": 3}, "unknown option 'depth'; valid options: dropout, width"),
+    ({"depth": 3}, "unknown option 'depth'; valid options: dropout, width, norm"),
     ({"width": 0}, "option width: Input should be greater than 0"),
     ({"dropout": 1.0}, "option dropout: Input should be less than 1"),
     ({"width": "wide"}, "option width: Input should be a valid number"),

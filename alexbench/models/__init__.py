@@ -144,8 +144,9 @@ _register(ModelSpec(
     default_norm="dataset",
     pretrained_norm={},
     description="AlexNet for 32x32 without upscaling: 3x3 stride-1 conv+BN 64-192-384-256-256, "
-                "3 pools, fc 1024-1024; width, dropout",
+                "3 pools, fc 1024-1024; width, dropout, norm=batch|none",
     options_type=AlexNetCifarOptions,
+    parity_variants=({"norm": "batch"}, {"norm": "none"}),
     geometry=lambda options: Geometry(cifar_layout(), classifier_map=4, last="pool5"),
 ))
 _register(ModelSpec(

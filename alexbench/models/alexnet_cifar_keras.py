@@ -25,26 +25,28 @@ CHANNELS = ALEXNET_CIFAR_CHANNELS  # the one definition (the width option scales
 HIDDEN = ALEXNET_CIFAR_HIDDEN
 
 
-def _conv_bn(x, i: int, c_in: int, c_out: int):
-    x = torch_conv(c_out, 3, in_channels=c_in, use_bias=False, name=f"conv{i}")(x)
-    x = batch_norm(f"bn{i}")(x)
+def _conv_bn(x, i: int, c_in: int, c_out: int, norm: str = "batch"):
+    x = torch_conv(c_out, 3, in_channels=c_in, use_bias=norm != "batch", name=f"conv{i}")(x)
+    if norm == "batch":
+        x = batch_norm(f"bn{i}")(x)
     return layers.ReLU(name=f"relu{i}")(x)
 
 
 def alexnet_cifar(num_classes: int = 10, dropout: float = 0.25,
                   channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN,
-                  input_size: int = 32) -> keras.Model:
-    """AlexNet for CIFAR's 32x32x3 images as a Keras Functional model (32-39 px end in pool5's 4x4 map)."""
+                  input_size: int = 32, norm: str = "batch") -> keras.Model:
+    """AlexNet for CIFAR's 32x32x3 images as a Keras Functional model (32-39 px end in pool5's 4x4 map);
+    ``norm="none"``: no BatchNorm, convolutions with biases."""
     c1, c2, c3, c4, c5 = channels
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     # features
-    x = _conv_bn(inputs, 1, 3, c1)
+    x = _conv_bn(inputs, 1, 3, c1, norm)
     x = layers.MaxPooling2D(2, strides=2, name="pool1")(x)  # (N, 16, 16, c1)
-    x = _conv_bn(x, 2, c1, c2)
+    x = _conv_bn(x, 2, c1, c2, norm)
     x = layers.MaxPooling2D(2, strides=2, name="pool2")(x)  # (N, 8, 8, c2)
-    x = _conv_bn(x, 3, c2, c3)
-    x = _conv_bn(x, 4, c3, c4)
-    x = _conv_bn(x, 5, c4, c5)
+    x = _conv_bn(x, 3, c2, c3, norm)
+    x = _conv_bn(x, 4, c3, c4, norm)
+    x = _conv_bn(x, 5, c4, c5, norm)
     x = layers.MaxPooling2D(2, strides=2, name="pool5")(x)  # (N, 4, 4, c5)
     x = layers.Flatten(name="flatten")(x)                   # (N, 16 * c5), (h, w, c) order
     # classifier

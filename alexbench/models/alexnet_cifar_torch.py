@@ -26,6 +26,10 @@ conv5, then three dense layers fc6-fc7-fc8 with dropout. The changes follow from
   were made together, so their separate shares are not measured.
 - ``channels`` (from the registry's ``width`` option, rounded to multiples of 8)
   scales the convolutions only. Almost all the FLOPs are there.
+- ``norm="none"`` drops every BatchNorm and gives the convolutions their biases back.
+  It trains worse at the default learning rate; it exists because a network without
+  BatchNorm computes the same step however a batch is split over processes, which is
+  what the data-parallel equality test needs.
 
 Initialisation is PyTorch's default. The Keras file uses the same distributions.
 BatchNorm uses momentum 0.1 (Keras 0.9) and eps 1e-5 on both sides.
@@ -45,10 +49,11 @@ CHANNELS = ALEXNET_CIFAR_CHANNELS  # the one definition (the width option scales
 HIDDEN = ALEXNET_CIFAR_HIDDEN
 
 
-def _conv_bn(i: int, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
+def _conv_bn(i: int, c_in: int, c_out: int, norm: str = "batch") -> list[tuple[str, nn.Module]]:
+    bn = norm == "batch"
     return [
-        (f"conv{i}", nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=False)),
-        (f"bn{i}", nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.1)),
+        (f"conv{i}", nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=not bn)),
+        *([(f"bn{i}", nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.1))] if bn else []),
         (f"relu{i}", nn.ReLU(inplace=True)),
     ]
 
@@ -57,17 +62,18 @@ class AlexNetCifar(nn.Module):
     """Five-conv, three-dense AlexNet for 32x32 RGB input; returns logits."""
 
     def __init__(self, num_classes: int = 10, dropout: float = 0.25,
-                 channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN) -> None:
+                 channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN,
+                 norm: str = "batch") -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = channels
         self.features = nn.Sequential(OrderedDict([
-            *_conv_bn(1, 3, c1),
+            *_conv_bn(1, 3, c1, norm),
             ("pool1", nn.MaxPool2d(kernel_size=2, stride=2)),  # (N, c1, 16, 16)
-            *_conv_bn(2, c1, c2),
+            *_conv_bn(2, c1, c2, norm),
             ("pool2", nn.MaxPool2d(kernel_size=2, stride=2)),  # (N, c2, 8, 8)
-            *_conv_bn(3, c2, c3),
-            *_conv_bn(4, c3, c4),
-            *_conv_bn(5, c4, c5),
+            *_conv_bn(3, c2, c3, norm),
+            *_conv_bn(4, c3, c4, norm),
+            *_conv_bn(5, c4, c5, norm),
             ("pool5", nn.MaxPool2d(kernel_size=2, stride=2)),  # (N, c5, 4, 4)
         ]))
         self.classifier = nn.Sequential(OrderedDict([
@@ -92,9 +98,9 @@ class AlexNetCifar(nn.Module):
 
 def alexnet_cifar(num_classes: int = 10, dropout: float = 0.25,
                   channels: tuple[int, int, int, int, int] = CHANNELS, hidden: int = HIDDEN,
-                  input_size: int = 32) -> AlexNetCifar:
+                  input_size: int = 32, norm: str = "batch") -> AlexNetCifar:
     """AlexNet for CIFAR's 32x32 images (see the module docstring for every choice).
 
     ``input_size`` does not change the layers: fc6 needs pool5's 4x4 map, which 32-39 px give.
     """
-    return AlexNetCifar(num_classes=num_classes, dropout=dropout, channels=tuple(channels), hidden=hidden)
+    return AlexNetCifar(num_classes=num_classes, dropout=dropout, channels=tuple(channels), hidden=hidden, norm=norm)

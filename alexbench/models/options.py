@@ -60,11 +60,14 @@ class AlexNetBNOptions(ModelOptions):
 class AlexNetCifarOptions(ModelOptions):
     dropout: float = Field(0.25, ge=0, lt=1)
     width: float = Field(1.0, gt=0, le=16)  # scales every convolution's channels (16: 1,024 to 6,144)
+    # "none": convolutions with biases and no BatchNorm (a network whose step does not depend on how
+    # the batch is split, which data-parallel equality checks need)
+    norm: Literal["batch", "none"] = "batch"
 
     def builder_kwargs(self) -> dict[str, Any]:
         """``width`` becomes ``channels``: each of 64-192-384-256-256 times width, rounded to a multiple of 8."""
         channels = tuple(max(8, int(round(c * self.width / 8)) * 8) for c in ALEXNET_CIFAR_CHANNELS)
-        return {"dropout": self.dropout, "channels": channels}
+        return {"dropout": self.dropout, "channels": channels, "norm": self.norm}
 
 
 class VGG16Options(ModelOptions):
