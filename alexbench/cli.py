@@ -55,6 +55,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_verbosity(p: argparse.ArgumentParser, default: object) -> None:
     """``--quiet`` / ``--verbose``: on the main parser (default NORMAL) and on every command
     (default SUPPRESS, so a flag given before the command is not reset by the command's parser)."""
@@ -104,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true")
     t.add_argument("--force", action="store_true", help=FORCE_HELP)
+    t.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="data-parallel training in N local processes (PyTorch DDP through torchrun; "
+                        "batch_size stays the global batch)")
 
     e = sub.add_parser("eval", parents=[common], help="evaluate a run folder or checkpoint")
     e.add_argument("target", metavar="RUN_OR_CHECKPOINT")

@@ -100,6 +100,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     compile: bool = False  # torch.compile / XLA jit
+    sync_batchnorm: bool = False  # torch with N processes on CUDA: BatchNorm statistics over the global batch
     device: str = "auto"  # torch: auto|cpu|cuda|cuda:N|mps ; keras: auto|cpu|gpu|gpu:N
     threads: Optional[int] = Field(None, gt=0, le=1024)
     checkpoint_minutes: float = Field(10.0, gt=0)

@@ -15,10 +15,12 @@ __all__ = ["Progress", "RunLog", "Interrupt", "progress_bar"]
 class RunLog:
     """Appends timestamped lines to the run's log.txt and, unless quiet, echoes them to stderr."""
 
-    def __init__(self, path: Path, quiet: bool) -> None:
-        self.path, self.quiet = path, quiet
+    def __init__(self, path: Path | None, quiet: bool) -> None:
+        self.path, self.quiet = path, quiet  # path None: a data-parallel rank other than 0 (silent)
 
     def __call__(self, msg: str) -> None:
+        if self.path is None:
+            return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")

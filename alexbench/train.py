@@ -16,13 +16,13 @@ from typing import Callable
 import numpy as np
 
 from alexbench import checkpoint as ckpt
-from alexbench import rundir
+from alexbench import distributed, rundir
 from alexbench.atomic import RunLock
 from alexbench.config import TrainConfig, dump_yaml, resolve_config
-from alexbench.data.stream import BatchStream, Splits, eval_batches, normalization, prefetch
+from alexbench.data.stream import BatchStream, Splits, normalization, prefetch
 from alexbench.engines import Engine
 from alexbench.errors import TrainingDiverged, UserError
-from alexbench.hooks import Hooks, observe_eval
+from alexbench.hooks import Hooks
 from alexbench.loopstate import Interrupt, Progress, RunLog, progress_bar
 from alexbench.metrics import classification_metrics
 from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder
@@ -41,6 +41,7 @@ def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # 
           resume: bool = False, on_epoch_end: Callable[[Path, dict], None] | None = None,
           quiet: bool | None = None, force: bool = False, hooks: Hooks | None = None) -> dict:
     """Train and evaluate one model in one framework; returns the metrics dict (also in metrics.json).
+    Under torchrun the run is data-parallel: rank 0 alone touches ``out_dir`` (:mod:`alexbench.distributed`).
 
     A folder that is not an alexbench run and holds files a run writes is refused unless ``force``.
     With ``resume``, the run in ``out_dir`` continues only if ``cfg`` computes the same run as its
@@ -49,18 +50,31 @@ def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # 
     ``on_epoch_end(run_folder, history_row)`` runs after each epoch's files are written;
     ``hooks`` (see :mod:`alexbench.hooks`) watch steps, evaluation passes and checkpoints.
     """
-    out = ensure_folder(out_dir, "--out")
-    if quiet is None:
-        quiet = bool(os.environ.get("ALEXBENCH_QUIET"))
-    with RunLock(out) as lock:
-        if not resume:
-            claim_run_folder(out, force)
-        return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, hooks or Hooks(), force)
+    dist = distributed.setup(cfg)
+    try:
+        if not dist.is_main:
+            return _train_locked(cfg, Path(out_dir), data, resume, None, True, None, hooks or Hooks(), force, dist)
+        out = ensure_folder(out_dir, "--out")
+        if quiet is None:
+            quiet = bool(os.environ.get("ALEXBENCH_QUIET"))
+        with RunLock(out) as lock:
+            if not resume:
+                claim_run_folder(out, force)
+            return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, hooks or Hooks(), force, dist)
+    finally:
+        distributed.teardown()
 
 
-def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
-                  resume: bool, on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool, lock: RunLock,
-                  hooks: Hooks, force: bool = False) -> dict:
+def _state(out: Path, *args: object, **kwargs: object) -> None:
+    """Write state.json (rank 0 alone in a data-parallel run)."""
+    if distributed.current().is_main:
+        rundir.write_state(out, *args, **kwargs)
+
+
+def _resolve_run(cfg: TrainConfig | None, out: Path, resume: bool, force: bool, data) -> tuple:  # noqa: ANN001
+    """What the folder says (rank 0 reads it): the config to run (the saved one on resume), whether a
+    checkpoint exists, the metrics of a run that already finished (then there is nothing to do), the
+    data the run was started on, and the source to continue on when none was given."""
     saved_cfg = out / rundir.CONFIG
     ckpt_dir = out / rundir.CHECKPOINTS
     have_ckpt = any(ckpt_dir.glob("last*")) if ckpt_dir.exists() else False
@@ -71,23 +85,38 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
         cfg = same_run_config(out, cfg)
         recorded = recorded_dataset(out)
         if (out / rundir.METRICS).exists() and rundir.read_state(out).get("status") == "finished":
-            return rundir.read_json(out / rundir.METRICS)
+            return cfg, have_ckpt, rundir.read_json(out / rundir.METRICS), recorded, None
         if data is None and isinstance(recorded.get("source"), str) and Path(recorded["source"]).exists():
-            data = recorded["source"]  # plain --resume continues on the run's own data
+            return cfg, have_ckpt, None, recorded, recorded["source"]  # plain --resume: the run's own data
     elif ((out / rundir.METRICS).exists() or have_ckpt) and not (force and not is_run_folder(out)):
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    return cfg, have_ckpt, None, recorded, None
+
+
+def _train_locked(cfg: TrainConfig | None, out: Path, data,  # noqa: ANN001
+                  resume: bool, on_epoch_end: Callable[[Path, dict], None] | None, quiet: bool,
+                  lock: RunLock | None, hooks: Hooks, force: bool = False,
+                  dist: distributed.Dist = distributed.SINGLE) -> dict:
+    # rank 0 reads the folder; the other ranks get what it found
+    found = _resolve_run(cfg, out, resume, force, data) if dist.is_main else None
+    cfg, have_ckpt, done, recorded, source = distributed.share(found)
+    if done is not None:
+        return done
+    data = source or data
     check_model(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    log = RunLog(out / rundir.LOG, quiet)
-    if lock.took_over_from:
+    distributed.check_config(cfg, dist.world_size, dist.backend == "nccl")
+    log = RunLog(out / rundir.LOG if dist.is_main else None, quiet)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(out, dump_yaml(cfg))
+    if lock is not None and lock.took_over_from:
         log(f"took over a stale lock left by PID {lock.took_over_from}")
-    rundir.write_config(out, dump_yaml(cfg))
 
     from alexbench.engines import make_engine
     from alexbench.frameworks import set_threads
     from alexbench.models import MODELS, flops_per_image
 
-    threads = set_threads(cfg.threads)
+    threads = set_threads(cfg.threads or dist.threads())
     ds, splits = prepare_data(cfg, data)
     check_same_data(recorded, ds)
     if ds.embedded:
@@ -101,30 +130,34 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
     trainable, total = engine.params()
     flops = flops_per_image(cfg.model, len(splits.classes), input_size=input_size, **cfg.model_options)
     stream = BatchStream(splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, augment=cfg.augment.enabled,
-                         pad=cfg.augment.crop_padding, flip=cfg.augment.flip)
+                         pad=cfg.augment.crop_padding, flip=cfg.augment.flip, rank=dist.rank,
+                         world_size=dist.world_size)
     steps = len(stream)
     if steps == 0:
         raise UserError(f"batch_size: {cfg.batch_size} is larger than the training split ({len(splits.y_train)})")
 
     prog = Progress()
     if resume and have_ckpt:
-        meta, path = ckpt.load_with_fallback(out, "last", cfg.framework, engine.load)
+        meta, path = distributed.load_on_main(
+            lambda: ckpt.load_with_fallback(out, "last", cfg.framework, engine.load), engine)
         prog = Progress.from_meta(meta["progress"], str(path))
-        log(f"resumed from {path} at epoch {prog.epoch + 1}, step {prog.step}")
+        log(f"resumed from {path} at epoch {prog.epoch + 1}, step {prog.step}"
+            + (f" with {dist.world_size} processes" if dist.active else ""))
     info = {
         "entry": entry_label(cfg), "cfg": cfg, "ds": ds, "splits": splits, "engine": engine, "norm": norm,
         "input_size": input_size, "params": (trainable, total), "flops": flops, "threads": threads,
-        "hooks": hooks, "inference": inference,
+        "hooks": hooks, "inference": inference, "dist": dist,
         "images_per_epoch": min(steps * cfg.batch_size, len(splits.y_train)),
     }
     log(f"{entry_label(cfg)}: {total:,} params, {flops / 1e6:.1f} MFLOPs/image, input {input_size}px, "
         f"{engine.device} {engine.precision}, {len(splits.y_train)} train / {len(splits.y_val)} val / "
-        f"{len(splits.y_test)} test from {ds.name}")
-    rundir.write_state(out, "running", prog.epoch, cfg.epochs,
-                       dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256})
+        f"{len(splits.y_test)} test from {ds.name}{dist.describe(cfg.batch_size, threads)}")
+    _state(out, "running", prog.epoch, cfg.epochs, dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256})
     from alexbench.monitor import RunMonitors
 
-    with RunMonitors(out, cfg, engine.device) as monitors:  # TensorBoard events, resources.csv
+    # TensorBoard events and resources.csv: rank 0 alone (it samples its own process and the machine)
+    watch = cfg if dist.is_main else cfg.model_copy(update={"tensorboard": False, "resource_interval_seconds": 0})
+    with RunMonitors(out, watch, engine.device) as monitors:
         info["monitors"] = monitors
 
         def epoch_end(run: Path, row: dict) -> None:
@@ -136,8 +169,11 @@ def _train_locked(cfg: TrainConfig, out: Path, data,  # noqa: ANN001
 
 
 def _save(out: Path, name: str, engine: Engine, cfg: TrainConfig, prog: Progress, hooks: Hooks,
-          inference: dict) -> Path:
-    """Checkpoint ``name`` (last or best); ``last`` keeps the previous one as ``last.prev``."""
+          inference: dict) -> Path | None:
+    """Checkpoint ``name`` (last or best); ``last`` keeps the previous one as ``last.prev``.
+    Rank 0 alone writes checkpoints (None on the other ranks)."""
+    if not distributed.current().is_main:
+        return None
     meta = rundir.checkpoint_meta(prog.to_meta(), cfg.model_dump(mode="json"), inference)
     path = ckpt.save(out, name, cfg.framework, lambda p: engine.save(p, meta), keep_previous=name == "last")
     hooks.checkpoint_written(name, path, meta["progress"])
@@ -185,12 +221,13 @@ def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, spli
                     hooks.step_end(prog.global_step, loss)
                     t1 = time.perf_counter()
                     if not math.isfinite(loss):
-                        rundir.write_state(out, "failed", epoch, cfg.epochs, f"loss became {loss} at epoch {epoch + 1}")
+                        # the global batch's loss: every rank stops here
+                        _state(out, "failed", epoch, cfg.epochs, f"loss became {loss} at epoch {epoch + 1}")
                         raise TrainingDiverged(
                             f"loss became {loss} at epoch {epoch + 1}, step {prog.step + 1} (lr {lr:.3g}); "
                             f"stopped. The last good checkpoint is kept in {out / 'checkpoints'}; "
                             "lower optimizer.lr or use warm-up")
-                    n = len(yb)
+                    n = len(yb) * stream.world_size  # loss and correct are the global batch's
                     prog.loss_sum += loss * n
                     prog.correct += correct
                     prog.seen += n
@@ -206,14 +243,15 @@ def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, spli
                         el = time.perf_counter() - t_epoch
                         bar.update(task, advance=1, stats=f"loss {prog.loss_sum / prog.seen:.3f} "
                                    f"acc {prog.correct / prog.seen:.3f} {prog.seen / max(el, 1e-9):.0f} img/s")
-                    if intr.flag or time.perf_counter() - last_save >= ckpt_every:
+                    stop = distributed.any_flag(intr.flag)  # Ctrl-C reaches the ranks at different steps
+                    if stop or time.perf_counter() - last_save >= ckpt_every:
                         prog.epoch_seconds += time.perf_counter() - t_epoch
                         prog.train_seconds += time.perf_counter() - t_epoch
                         t_epoch = time.perf_counter()
                         path = _save(out, "last", engine, cfg, prog, hooks, inference)
                         last_save = time.perf_counter()
-                        if intr.flag:
-                            rundir.write_state(out, "interrupted", epoch, cfg.epochs)
+                        if stop:
+                            _state(out, "interrupted", epoch, cfg.epochs)
                             log(f"interrupted: checkpoint written to {path}; continue with --resume")
                             raise KeyboardInterrupt
                     t_wait = time.perf_counter()
@@ -234,8 +272,7 @@ def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog
                lr: float, hooks: Hooks, inference: dict) -> None:
     epoch = prog.epoch
     if len(splits.y_val):
-        probs, val_loss = engine.predict(observe_eval(eval_batches(splits.x_val, splits.y_val, cfg.eval_batch_size),
-                                                      hooks))
+        probs, val_loss = distributed.predict(engine, splits.x_val, splits.y_val, cfg.eval_batch_size, hooks)
         val_acc = float((probs.argmax(1) == splits.y_val).mean())
     else:
         val_loss, val_acc = float("nan"), float("nan")
@@ -259,11 +296,12 @@ def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog
         if cfg.early_stopping_patience and prog.bad_epochs >= cfg.early_stopping_patience:
             prog.stopped_early = True
             log(f"early stopping: no val improvement for {prog.bad_epochs} epochs")
-    rundir.write_history(out, prog.history)
+    if distributed.current().is_main:
+        rundir.write_history(out, prog.history)
     if improved:  # best is chosen on validation only, never on test
         _save(out, "best", engine, cfg, prog, hooks, inference)
     _save(out, "last", engine, cfg, prog, hooks, inference)
-    rundir.write_state(out, "running", prog.epoch, cfg.epochs)
+    _state(out, "running", prog.epoch, cfg.epochs)
 
 
 def _sample_images(splits: Splits, cfg: TrainConfig, k: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -297,16 +335,17 @@ def train_flops(flops_per_image: float, images_per_epoch: int, epochs_done: int)
 
 def _finish(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
     cfg: TrainConfig = info["cfg"]
-    engine, splits, ds = info["engine"], info["splits"], info["ds"]
+    engine, splits, ds, dist = info["engine"], info["splits"], info["ds"], info["dist"]
     best = ckpt.ckpt_path(out, "best", cfg.framework)
-    if best.exists() and prog.best_epoch != len(prog.history):
-        engine.load_weights_only(str(best))
+    if prog.best_epoch != len(prog.history) and distributed.share(dist.is_main and best.exists()):
+        distributed.load_on_main(lambda: engine.load_weights_only(str(best)), engine, optimizer=False)
         log(f"evaluating the best-on-validation weights (epoch {prog.best_epoch})")
     t0 = time.perf_counter()
-    probs, test_loss = engine.predict(observe_eval(eval_batches(splits.x_test, splits.y_test, cfg.eval_batch_size),
-                                                  info["hooks"]))
+    probs, test_loss = distributed.predict(engine, splits.x_test, splits.y_test, cfg.eval_batch_size, info["hooks"])
     eval_seconds = time.perf_counter() - t0
     test = classification_metrics(splits.y_test, probs, splits.classes, test_loss)
+    if not dist.is_main:  # rank 0 writes the files; the others return what it wrote
+        return distributed.share(None)
     y_pred = probs.argmax(1).astype(np.int64)
     wrong = np.flatnonzero(y_pred != splits.y_test)[:32]
     train_imgs, train_labels = _sample_images(splits, cfg)
@@ -334,11 +373,12 @@ def _finish(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
         "data_share": data_share, "peak_rss_bytes": peak_rss_bytes(),
         "system": system_info(engine, info["threads"]), "config": cfg.model_dump(mode="json"),
         "code_version": rundir.code_version(), "stopped_early": prog.stopped_early, "status": "finished",
-        "null_reasons": _null_reasons(cfg, prog),
+        "null_reasons": _null_reasons(cfg, prog), "world_size": dist.world_size,
     }
     info["monitors"].finish(metrics)  # resource summary into metrics; test metrics to TensorBoard
     rundir.write_metrics(out, metrics)
     rundir.write_state(out, "finished", prog.epoch, cfg.epochs)
+    distributed.share(metrics)
     lo, hi = test["accuracy_ci95"]
     log(f"test accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), macro-F1 {test['macro_f1']:.4f}, "
         f"train {prog.train_seconds:.0f}s, {metrics['train_flops'] / 1e15:.3f} PFLOP; run folder {out}")
@@ -357,7 +397,13 @@ def config_from_args(args) -> TrainConfig:  # noqa: ANN001
 
 def train_command(args) -> int:  # noqa: ANN001
     cfg = (resume_config_from_args(args, Path(args.out)) if args.resume else None) or config_from_args(args)
+    if (getattr(args, "nproc", None) or 1) > 1:
+        from alexbench.launch import launch_train
+
+        return launch_train(args, cfg)
     metrics = train(cfg, args.out, data=args.data, resume=args.resume, force=getattr(args, "force", False))
+    if not distributed.from_env().is_main:  # rank 0 prints the result
+        return 0
     t = metrics["test"]
     print(f"{metrics['entry']}: test accuracy {t['accuracy']:.4f} "
           f"[{t['accuracy_ci95'][0]:.4f}, {t['accuracy_ci95'][1]:.4f}], macro-F1 {t['macro_f1']:.4f}; "

@@ -179,12 +179,23 @@ class BatchStream:
 
     Augmentation is a random crop of the zero-padded image (``pad`` pixels each side)
     and a horizontal flip with probability 0.5, done as one vectorised gather per batch.
+
+    Data-parallel runs shard the stream: with ``world_size`` N, every rank computes the same
+    plan and takes the ``rank``-th of N equal contiguous slices of each global batch of
+    ``batch_size`` images, so the ranks' batches put together are the 1-process batch and
+    every rank has the same number of steps.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, *, augment: bool = True,
-                 pad: int = 4, flip: bool = True, shuffle: bool = True, drop_last: bool = True) -> None:
+                 pad: int = 4, flip: bool = True, shuffle: bool = True, drop_last: bool = True, rank: int = 0,
+                 world_size: int = 1) -> None:
         if batch_size <= 0:
             raise UserError(f"batch_size: must be > 0 (got {batch_size})")
+        if batch_size % world_size:
+            raise UserError(f"batch_size: {batch_size} is the global batch and must divide by the {world_size} "
+                            f"processes")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
         if len(x) != len(y):
             raise ValueError("images and labels differ in length")
         self.x, self.y = x, y
@@ -195,6 +206,9 @@ class BatchStream:
         self.flip = flip and augment
         self.shuffle = shuffle
         self.drop_last = drop_last and len(x) >= batch_size
+        if world_size > 1 and not self.drop_last:
+            raise ValueError("a sharded stream drops the last partial batch (equal shares on every rank)")
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -211,8 +225,10 @@ class BatchStream:
         return EpochPlan(order.astype(np.int64), dy.astype(np.int64), dx.astype(np.int64), flip)
 
     def batch(self, plan: EpochPlan, step: int) -> tuple[np.ndarray, np.ndarray]:
-        lo = step * self.batch_size
-        sl = slice(lo, min(lo + self.batch_size, len(plan.order)))
+        """This rank's share of global batch ``step`` (all of it when not sharded)."""
+        share = self.batch_size // self.world_size
+        lo = step * self.batch_size + self.rank * share
+        sl = slice(lo, min(lo + share, len(plan.order)))
         idx = plan.order[sl]
         xb, yb = self.x[idx], self.y[idx]
         if self.pad or self.flip:

@@ -3,6 +3,10 @@
 Fast paths (each switchable in the config): bf16 autocast where the CPU has native
 bf16 (AVX512-BF16/AMX) or on CUDA, fp16 autocast with a GradScaler on CUDA,
 channels_last, ``torch.compile``, ``inference_mode`` for evaluation.
+
+Under torchrun the model trains wrapped in DistributedDataParallel (see
+:mod:`alexbench.distributed`); evaluation and checkpoints use the plain module, so a
+checkpoint reads the same whether 1 or N processes wrote it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 
 from alexbench import checkpoint as ckpt
 from alexbench.atomic import strict_json
+from alexbench import distributed
 from alexbench.config import TrainConfig
 from alexbench.data.stream import Normalization
 from alexbench.errors import UserError
@@ -28,6 +33,7 @@ class TorchEngine:
         self.norm = norm
         self.input_size = input_size
         self.torch = import_torch(cfg.threads)
+        self.dist = distributed.current()
         self.device = self._pick_device(cfg.device)
         self.precision = self._pick_precision(cfg.precision)
         self.model = None
@@ -37,6 +43,8 @@ class TorchEngine:
     # -- device and dtype, chosen in one place -------------------------------------------------
     def _pick_device(self, want: str) -> str:
         torch = self.torch
+        if self.dist.backend == "nccl":  # one GPU per process: the one of its local rank
+            return f"cuda:{self.dist.local_rank}"
         if want == "auto":
             if torch.cuda.is_available():
                 return "cuda"
@@ -98,9 +106,19 @@ class TorchEngine:
                                                weight_decay=o.weight_decay)
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        self._forward = model
+        train_model = model
+        if self.dist.active:
+            if cfg.sync_batchnorm:  # distributed.check_config refused it on gloo
+                model = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            # DDP copies rank 0's weights to every rank here; gradients are averaged in backward
+            ids = [self.dist.local_rank] if self.device.startswith("cuda") else None
+            train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # dropout masks differ between ranks (each rank draws for its own share)
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.dist.rank]).generate_state(1)[0]))
+        self._forward, self._infer = train_model, model
         if cfg.compile and not cfg.deterministic:
-            self._forward = torch.compile(model)
+            self._forward = torch.compile(train_model)
+            self._infer = self._forward if train_model is model else torch.compile(model)
 
     def params(self) -> tuple[int, int]:
         from alexbench.models import count_params
@@ -148,8 +166,10 @@ class TorchEngine:
         else:
             loss.backward()
             self.optimizer.step()
-        correct = int((logits.detach().argmax(1) == y).sum())
-        return float(loss.detach()), correct
+        correct = (logits.detach().argmax(1) == y).sum()
+        if self.dist.active:  # the global batch's loss and hits, the same on every rank
+            return distributed.reduce_step(loss, correct)
+        return float(loss.detach()), int(correct)
 
     def predict(self, batches) -> tuple[np.ndarray, float]:  # noqa: ANN001
         torch = self.torch
@@ -158,9 +178,9 @@ class TorchEngine:
         with torch.inference_mode(), self._autocast():
             for xb, yb in batches:
                 x = self._prep(xb)
-                logits = self._forward(x).float()
+                logits = self._infer(x).float()
                 if self.cfg.tta_flip:
-                    logits = 0.5 * (logits + self._forward(x.flip(3)).float())
+                    logits = 0.5 * (logits + self._infer(x.flip(3)).float())
                 y = torch.from_numpy(yb).to(self.device)
                 loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
                 n += len(yb)

@@ -1,0 +1,81 @@
+"""One tiny BatchNorm-free, dropout-free torch training, alone or as one rank under torchrun.
+
+usage: python tests/support/ddprun.py OUT [--data SOURCE] [--epochs N] [--resume] [--stop-after STEP]
+       python -m torch.distributed.run --standalone --nproc-per-node 2 tests/support/ddprun.py OUT ...
+
+Without --data it trains on the toy dataset of toydata.py. The config is :func:`config`
+(``alexbench train --config`` takes the same as YAML).
+
+Rank 0 writes OUT/steps.json: the loss of every step (the global batch's, as the loop sees
+it) and the world size recorded in metrics.json. Every rank writes OUT/labels-RANK.json:
+the labels of each batch its engine trained on (the engine's train_step is wrapped here
+to see them). ``--stop-after`` raises from a hook after that step (a run stopped
+mid-epoch, to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from support.toydata import synthetic_dataset, tiny_config  # noqa: E402
+
+from alexbench.engines.torch_engine import TorchEngine  # noqa: E402
+from alexbench.hooks import Hooks  # noqa: E402
+from alexbench.train import train  # noqa: E402
+
+LABELS: list[list[int]] = []
+_train_step = TorchEngine.train_step
+
+
+def _recording_step(self, xb, yb, lr):  # noqa: ANN001, ANN202
+    LABELS.append(yb.tolist())
+    return _train_step(self, xb, yb, lr)
+
+
+class Stop(Exception):
+    pass
+
+
+class Record(Hooks):
+    def __init__(self, stop_after: int | None) -> None:
+        self.losses: dict[int, float] = {}
+        self.stop_after = stop_after
+
+    def step_end(self, global_step: int, loss: float) -> None:
+        self.losses[global_step] = loss
+        if self.stop_after is not None and global_step >= self.stop_after:
+            raise Stop
+
+
+def config(epochs: int = 2):  # noqa: ANN201
+    """alexnet_cifar at 1/8 width without BatchNorm or dropout, a constant lr high enough to move every
+    weight in a few steps, a checkpoint after every step."""
+    return tiny_config("torch", model_options={"width": 0.125, "norm": "none", "dropout": 0.0}, epochs=epochs,
+                       batch_size=16, checkpoint_minutes=1e-6, optimizer={"lr": 0.05},
+                       schedule={"name": "constant"})
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--data", default=None)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--stop-after", type=int, default=None)
+    a = p.parse_args()
+    TorchEngine.train_step = _recording_step  # this process only: the harness runs as a script
+    rec = Record(a.stop_after)
+    out = Path(a.out)
+    try:
+        m = train(config(a.epochs), out, data=a.data or synthetic_dataset(), resume=a.resume, hooks=rec, quiet=True)
+    except Stop:
+        m = None
+    (out / f"labels-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(LABELS))
+    if os.environ.get("RANK", "0") == "0":
+        (out / "steps.json").write_text(json.dumps({"losses": rec.losses, "world_size": m and m["world_size"]}))
