@@ -179,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = {r["name"]: r for r in previous}
     for c in chosen:
         print(f"[{c.name}] {' '.join(c.overrides) or '(standard recipe)'}", file=sys.stderr, flush=True)
-        rows[c.name] = run_candidate(c, args.framework, ds, out, args.max_pflop, args.overrides)
+        try:
+            rows[c.name] = run_candidate(c, args.framework, ds, out, args.max_pflop, args.overrides)
+        except KeyboardInterrupt:  # train() checkpointed first
+            print(f"interrupted during {c.name}; the same command resumes it", file=sys.stderr)
+            return 130
         ordered = [rows[k.name] for k in CANDIDATES if k.name in rows]
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(results_path, {"date": time.strftime("%Y-%m-%d"), "machine": machine, "dataset": ds.name,
