@@ -32,7 +32,7 @@ def test_bounded_yaml_refuses(doc, needle):
     t0 = time.perf_counter()
     with pytest.raises(YamlLimit, match=needle):
         load_bounded(doc)
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 30  # an unbounded expansion would take hours; generous for a loaded CI machine
 
 
 def test_aliases_within_bounds_still_work():
@@ -62,7 +62,7 @@ def test_config_size_cap_and_dev_zero(tmp_path):
     t0 = time.perf_counter()
     with pytest.raises(UserError, match=r"/dev/zero: refused: larger than"):
         load_yaml("/dev/zero")
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 30  # an unbounded expansion would take hours; generous for a loaded CI machine
     with pytest.raises(UserError, match=r"is a folder"):
         load_yaml(tmp_path)
 
@@ -94,7 +94,7 @@ def test_seed_counts_are_bounded():
                          ("4294967296,1", "too large"), ("1,1", "repeated"), ("-1,2", "negative")]:
         with pytest.raises(UserError, match=needle):
             parse_seeds(text)
-    assert time.perf_counter() - t0 < 1
+    assert time.perf_counter() - t0 < 30  # no quadratic planning: generous for a loaded CI machine
     assert MAX_SEEDS >= 10
 
 
