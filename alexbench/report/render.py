@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import jinja2
 import numpy as np
 
-from alexbench import __version__
+from alexbench import __version__, rundir
 from alexbench.atomic import atomic_path
 from alexbench.errors import UserError
 from alexbench.outputs import check_report_targets, publish_folder, unwritable
@@ -170,7 +170,7 @@ def _image_sections(runs: Sequence[RunRecord], colors: dict[str, str], figs: _Fi
         if pred is None:
             continue
         classes = r.classes
-        pid = _file_id(r.path / "predictions.npz")
+        pid = _file_id(r.path / rundir.PREDICTIONS)
         imgs = pred.get("mis_images")
         if imgs is not None and len(imgs):
             t, p = pred.get("mis_true", []), pred.get("mis_pred", [])
@@ -235,7 +235,7 @@ def build_context(runs: Sequence[RunRecord], skipped: Sequence[dict[str, Any]] |
     overview = None
     scored = [r for r in finished if r.accuracy is not None and r.accuracy_ci95]
     if scored:
-        key = ("overview",) + tuple((r.label, colors[r.label], _file_id(r.path / "metrics.json")) for r in scored)
+        key = ("overview",) + tuple((r.label, colors[r.label], _file_id(r.path / rundir.METRICS)) for r in scored)
         png = _cached(key, lambda: plots.accuracy_overview([r.label for r in scored],
                                                            [colors[r.label] for r in scored],
                                                            [r.accuracy for r in scored],
@@ -247,7 +247,7 @@ def build_context(runs: Sequence[RunRecord], skipped: Sequence[dict[str, Any]] |
     if pc_runs:
         classes = pc_runs[0].classes or list(pc_runs[0].test["per_class_accuracy"])
         table = [{"cls": c, "values": [r.test["per_class_accuracy"].get(c) for r in pc_runs]} for c in classes]
-        key = ("per_class",) + tuple((r.label, colors[r.label], _file_id(r.path / "metrics.json")) for r in pc_runs)
+        key = ("per_class",) + tuple((r.label, colors[r.label], _file_id(r.path / rundir.METRICS)) for r in pc_runs)
         png = _cached(key, lambda: plots.per_class_bars(
             classes, [(r.label, colors[r.label], [r.test["per_class_accuracy"].get(c) for c in classes])
                       for r in pc_runs]))
@@ -260,7 +260,7 @@ def build_context(runs: Sequence[RunRecord], skipped: Sequence[dict[str, Any]] |
         if not cm:
             continue
         classes = r.classes or [str(i) for i in range(len(cm))]
-        png = _cached(("cm", _file_id(r.path / "metrics.json"), colors[r.label], r.label),
+        png = _cached(("cm", _file_id(r.path / rundir.METRICS), colors[r.label], r.label),
                       lambda: plots.confusion_matrix(cm, classes, r.label, colors[r.label]))
         confusions.append({"run": r, "color": colors[r.label],
                            "fig": figs.add(f"confusion {r.label}", png,
