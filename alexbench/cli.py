@@ -24,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "data": "alexbench.data.commands:data_command",
     "models": "alexbench.models.commands:models_command",
     "parity": "alexbench.models.commands:parity_command",
-    "train": "alexbench.train:train_command",
+    "train": "alexbench.train_cli:train_command",
     "eval": "alexbench.evaluate:eval_command",
     "run": "alexbench.runner:run_command",
     "compare": "alexbench.report.commands:compare_command",

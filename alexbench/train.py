@@ -18,7 +18,7 @@ import numpy as np
 from alexbench import checkpoint as ckpt
 from alexbench import distributed, rundir
 from alexbench.atomic import RunLock
-from alexbench.config import TrainConfig, dump_yaml, resolve_config
+from alexbench.config import TrainConfig, dump_yaml
 from alexbench.data.stream import BatchStream, Splits, normalization, prefetch
 from alexbench.engines import Engine
 from alexbench.errors import TrainingDiverged, UserError
@@ -27,7 +27,7 @@ from alexbench.loopstate import Interrupt, Progress, RunLog, progress_bar
 from alexbench.metrics import classification_metrics
 from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder
 from alexbench.prepare import check_model, peak_rss_bytes, pick_normalization, prepare_data, system_info
-from alexbench.resume import check_same_data, recorded_dataset, resume_config_from_args, same_run_config
+from alexbench.resume import check_same_data, recorded_dataset, same_run_config
 from alexbench.schedule import lr_at
 
 WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, allocator warm-up
@@ -385,30 +385,4 @@ def _finish(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
     return metrics
 
 
-# -- CLI -------------------------------------------------------------------------------------
-def config_from_args(args) -> TrainConfig:  # noqa: ANN001
-    base = {"model": args.model, "framework": args.framework}
-    if getattr(args, "pretrained", None):
-        base["pretrained"] = args.pretrained
-    if getattr(args, "weights", None):
-        base["weights"] = args.weights
-    return resolve_config(args.config, args.overrides, base=base)
-
-
-def train_command(args) -> int:  # noqa: ANN001
-    cfg = (resume_config_from_args(args, Path(args.out)) if args.resume else None) or config_from_args(args)
-    if (getattr(args, "nproc", None) or 1) > 1:
-        from alexbench.launch import launch_train
-
-        return launch_train(args, cfg)
-    metrics = train(cfg, args.out, data=args.data, resume=args.resume, force=getattr(args, "force", False))
-    if not distributed.from_env().is_main:  # rank 0 prints the result
-        return 0
-    t = metrics["test"]
-    print(f"{metrics['entry']}: test accuracy {t['accuracy']:.4f} "
-          f"[{t['accuracy_ci95'][0]:.4f}, {t['accuracy_ci95'][1]:.4f}], macro-F1 {t['macro_f1']:.4f}; "
-          f"run folder {args.out}")
-    return 0
-
-
-__all__ = ["train", "train_command", "config_from_args", "entry_label"]
+__all__ = ["train", "entry_label"]
