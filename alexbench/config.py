@@ -8,7 +8,7 @@ with each run (``config.yaml``) and inside each checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
@@ -18,9 +18,9 @@ from alexbench.bounded_yaml import YamlLimit, load_bounded, read_capped
 from alexbench.errors import UserError
 from alexbench.models.options import ModelOptions
 
-__all__ = ["MAX_SEED", "RESUME_FREE_KEYS", "TrainConfig", "OptimizerConfig", "ScheduleConfig", "AugmentConfig",
-           "FinetuneConfig", "load_yaml", "resolve_config", "apply_overrides", "dump_yaml", "config_differences",
-           "explicit_settings"]
+__all__ = ["MAX_SEED", "RESUME_FREE_KEYS", "TrainConfig", "NormalizationConfig", "OptimizerConfig", "ScheduleConfig",
+           "AugmentConfig", "FinetuneConfig", "load_yaml", "resolve_config", "apply_overrides", "dump_yaml",
+           "config_differences", "explicit_settings"]
 
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding (scikit-learn's random_state, Keras) takes 32 bits
@@ -74,6 +74,18 @@ class FinetuneConfig(_Strict):
     unfrozen_lr_scale: float = Field(0.1, gt=0, le=1)
 
 
+class NormalizationConfig(_Strict):
+    """Normalization by its numbers, ``(x - mean) / std`` on 0..255 pixels in ``channel_order``.
+
+    A run writes the numbers it used into its ``config.yaml``; a config that holds them uses
+    them as they are (resuming, or ``--config runs/x/config.yaml``) instead of computing them."""
+
+    name: Literal["dataset", "imagenet", "caffe"]  # the preset the numbers came from
+    mean: tuple[float, float, float]
+    std: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+
+
 class TrainConfig(_Strict):
     """Defaults are the scratch recipe for ``alexnet_cifar`` (see BENCHMARKS.md for its measured runs)."""
 
@@ -96,7 +108,8 @@ class TrainConfig(_Strict):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     input_size: Optional[int] = Field(None, ge=8, le=1024)  # default: the model's own
-    normalization: Optional[Literal["dataset", "imagenet", "caffe"]] = None  # default: by model/weights
+    # a preset name or its numbers (as a finished run records them); default: by model/weights
+    normalization: Optional[Union[Literal["dataset", "imagenet", "caffe"], NormalizationConfig]] = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     compile: bool = False  # torch.compile / XLA jit
@@ -144,9 +157,26 @@ class TrainConfig(_Strict):
         return self
 
 
+def _union_tag(part: object) -> bool:
+    """A loc part pydantic adds for a member of a union (``normalization`` is a name or numbers)."""
+    return part == "NormalizationConfig" or str(part).startswith("literal[")
+
+
+def _pick_error(errors: list) -> dict:
+    """The error to report: for ``normalization`` given as a mapping, the one inside the mapping."""
+    err = errors[0]
+    if len(err.get("loc", ())) > 1 and _union_tag(err["loc"][1]):
+        union = [e for e in errors if e.get("loc", ())[:1] == err["loc"][:1]]
+        inside = [e for e in union if "NormalizationConfig" in e["loc"] and e["type"] != "model_type"]
+        err = dict(inside[0] if inside else union[0])
+        if not inside:
+            err["msg"] = f"{err['msg']}, or a mapping with name, mean, std and channel_order"
+    return err
+
+
 def _format_error(exc: ValidationError, origin: str, data: Any = None) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    err = _pick_error(exc.errors())
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__" and not _union_tag(p))
     msg = err.get("msg", "invalid")
     if msg.startswith("Value error, "):  # a ValueError of our own validators: its text says it all
         msg = msg[len("Value error, "):]
@@ -292,8 +322,9 @@ def explicit_settings(config_file: str | None, overrides: list[str] | None, base
     return apply_overrides(data, overrides or [])
 
 
-def dump_yaml(cfg: TrainConfig) -> str:
-    """The resolved config as saved in a run folder; its first line marks the file as alexbench's."""
+def dump_yaml(cfg: TrainConfig, header: str | None = None) -> str:
+    """A config as saved in a run folder; its first line (``header``, by default
+    :data:`alexbench.rundir.CONFIG_HEADER`) marks the file as alexbench's."""
     from alexbench.rundir import CONFIG_HEADER
 
-    return CONFIG_HEADER + "\n" + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return (header or CONFIG_HEADER) + "\n" + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

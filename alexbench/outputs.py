@@ -20,19 +20,21 @@ not know about.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 from alexbench.atomic import atomic_path, atomic_write_json
 from alexbench.errors import UserError
-from alexbench.rundir import CONFIG_HEADER, RUN_FILES, is_run_folder
+from alexbench.rundir import CHECKPOINTS, CONFIG_HEADER, RUN_FILES, is_run_folder
 
 __all__ = ["CONFIG_HEADER", "MANIFEST", "ensure_folder", "check_file_target", "refuse_foreign",
-           "is_run_folder", "claim_run_folder", "check_json_output", "check_report_targets", "publish_folder", "unwritable"]
+           "is_run_folder", "claim_run_folder", "missing_dirs", "remove_empty", "removed_if_unstarted", "check_json_output", "check_report_targets", "publish_folder", "unwritable"]
 
 MD_MARKER = "<!-- generator: alexbench"
 MANIFEST = ".alexbench-files.json"
@@ -150,6 +152,45 @@ def claim_run_folder(folder: Path, force: bool = False) -> None:
     for name in RUN_FILES:
         if os.path.lexists(folder / name):
             raise refuse_foreign(folder / name, "--out", "the folder is not an alexbench run")
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """The folders that creating ``path`` would create, deepest first."""
+    made = []
+    while not os.path.lexists(path) and path.parent != path:
+        made.append(path)
+        path = path.parent
+    return made
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: those a failed command created."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+@contextlib.contextmanager
+def removed_if_unstarted(out: Path, enabled: bool = True) -> Iterator[None]:
+    """On an exception in the block, before the run's first checkpoint: remove the run files the block
+    created in ``out`` (a run with a checkpoint is kept for ``--resume``; other files are never touched)."""
+    before = set(os.listdir(out))
+    try:
+        yield
+    except BaseException:
+        ckpts = out / CHECKPOINTS
+        if enabled and not (ckpts.is_dir() and any(not p.name.endswith(".tmp") for p in ckpts.iterdir())):
+            for name in RUN_FILES:
+                p = out / name
+                if name in before or not os.path.lexists(p):
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        raise
 
 
 def check_json_output(path: str | os.PathLike, keys: tuple[str, ...], flag: str, force: bool = False) -> Path:

@@ -1,4 +1,11 @@
-"""What a training run and a checkpoint evaluation share: data, normalisation, model check, system record."""
+"""What a training run and a checkpoint evaluation share: data, normalisation, model check, system record,
+and the resolved config.
+
+``config.yaml`` holds the resolved config: every value that was ``auto`` or ``null`` and
+got decided at run time (input size, normalization with its numbers, threads, device,
+precision) is written as the value that ran (:func:`resolved_config`). ``requested.yaml``
+keeps the config as given: what ``--resume`` compares with (:mod:`alexbench.resume`).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,13 @@ import sys
 import numpy as np
 
 from alexbench import __version__
-from alexbench.config import TrainConfig
-from alexbench.data.stream import split_train_val, take_balanced
+from alexbench.config import NormalizationConfig, TrainConfig, validate
+from alexbench.data.stream import Normalization, normalization, split_train_val, take_balanced
 from alexbench.engines import Engine
 from alexbench.errors import UserError
 
-__all__ = ["prepare_data", "pick_normalization", "check_model", "system_info", "peak_rss_bytes"]
+__all__ = ["prepare_data", "pick_normalization", "run_normalization", "check_model", "system_info", "peak_rss_bytes",
+           "resolved_config"]
 
 
 def peak_rss_bytes() -> int:
@@ -67,12 +75,35 @@ def pick_normalization(cfg: TrainConfig) -> str:
     """The input normalisation: the config's, else what the model's (pretrained) weights expect."""
     from alexbench.models import MODELS
 
+    if isinstance(cfg.normalization, NormalizationConfig):
+        return cfg.normalization.name
     if cfg.normalization:
         return cfg.normalization
     spec = MODELS[cfg.model]
     if cfg.pretrained:
         return spec.pretrained_norm.get(cfg.framework, "imagenet")
     return spec.default_norm
+
+
+def run_normalization(cfg: TrainConfig, x_train: np.ndarray) -> Normalization:
+    """The numbers a run normalises with: those in ``cfg`` when it holds them, else the preset's
+    (``dataset``: the mean and std of ``x_train``, the training split)."""
+    n = cfg.normalization
+    if isinstance(n, NormalizationConfig):
+        return Normalization(n.name, tuple(n.mean), tuple(n.std), bgr=n.channel_order == "BGR")
+    return normalization(pick_normalization(cfg), x_train)
+
+
+def resolved_config(cfg: TrainConfig, norm: Normalization, input_size: int, threads: int, engine: Engine) -> TrainConfig:
+    """``cfg`` with every value decided at run time written as the value that runs (config.yaml)."""
+    device = engine.device
+    if device.startswith("/"):  # TensorFlow's "/CPU:0", "/GPU:1" -> the config's "cpu", "gpu:1"
+        kind, _, idx = device[1:].lower().partition(":")
+        device = "cpu" if kind == "cpu" else f"{kind}:{idx or 0}"
+    values = {"input_size": input_size, "threads": threads, "device": device, "precision": engine.precision,
+              "normalization": {"name": norm.name, "mean": list(norm.mean), "std": list(norm.std),
+                                "channel_order": "BGR" if norm.bgr else "RGB"}}
+    return validate({**cfg.model_dump(mode="json"), **values}, "resolved config")
 
 
 def check_model(cfg: TrainConfig) -> None:

@@ -1,10 +1,11 @@
 """``--resume`` continues only the same run.
 
-A run folder holds its resolved config (``config.yaml``) and, in ``state.json``, the
+A run folder holds its resolved config (``config.yaml``: what ran, with every ``auto`` and
+``null`` decided), the config as given (``requested.yaml``) and, in ``state.json``, the
 identity of the data it started on (name, source, sha256). A resume is refused in one
 line when what was asked would compute another run:
 
-- a config key differs from the stored one (the message names each key with both values);
+- a config key differs from the given one (the message names each key with both values);
   only :data:`~alexbench.config.RESUME_FREE_KEYS` (how the run executes: device, threads,
   checkpoint interval) may change;
 - the data's sha256 differs from the recorded one.
@@ -12,6 +13,8 @@ line when what was asked would compute another run:
 On the command line only the keys the user set count (``--model``, ``--framework``,
 ``--pretrained``, ``--weights``, the ``--config`` file, ``--set``): a plain ``--resume``
 continues the stored config, on the recorded data when ``--data`` is not given.
+The resumed run continues with ``config.yaml``, except the free keys, which come from what
+was asked (or given) and are decided again on this machine.
 The progress stored in a checkpoint is checked field by field before the loop uses it.
 """
 
@@ -36,25 +39,33 @@ def _not_the_same_run(saved: Path, diff: list[tuple[str, Any, Any]]) -> UserErro
                      "resume without changing them, or start a new run in another --out")
 
 
+def _given_path(out: Path) -> Path:
+    """``requested.yaml`` (the config as given), or ``config.yaml`` for a run written before it existed."""
+    requested = out / rundir.REQUESTED
+    return requested if requested.is_file() else out / rundir.CONFIG
+
+
 def same_run_config(out: Path, asked: TrainConfig | None) -> TrainConfig:
-    """The stored config of the run in ``out`` when ``asked`` (None: whatever is stored) computes the
-    same run, with ``asked``'s free keys; a one-line refusal naming the keys that differ otherwise."""
+    """The stored config of the run in ``out`` when ``asked`` (None: what was given) computes the same
+    run as the config it was given, with ``asked``'s free keys; a one-line refusal naming the keys that
+    differ otherwise."""
     saved = out / rundir.CONFIG
     stored = validate(load_yaml(saved), str(saved))
-    if asked is None:
-        return stored
-    diff = config_differences(stored, asked)
-    if diff:
-        raise _not_the_same_run(saved, diff)
-    return stored.model_copy(update={k: getattr(asked, k) for k in RESUME_FREE_KEYS})
+    given_path = _given_path(out)
+    given = stored if given_path == saved else validate(load_yaml(given_path), str(given_path))
+    if asked is not None:
+        diff = config_differences(given, asked)
+        if diff:
+            raise _not_the_same_run(given_path, diff)
+    return stored.model_copy(update={k: getattr(asked or given, k) for k in RESUME_FREE_KEYS})
 
 
 def resume_config_from_args(args: Any, out: Path) -> TrainConfig | None:
     """``train --resume``: the run's stored config with what the user set explicitly on top (the run
     then refuses any difference that changes it); None when ``out`` has no stored config."""
-    saved = out / rundir.CONFIG
-    if not saved.exists():
+    if not (out / rundir.CONFIG).exists():
         return None
+    saved = _given_path(out)
     base = {"model": args.model, "framework": args.framework}
     for key in ("pretrained", "weights"):
         if getattr(args, key, None):

@@ -3,7 +3,8 @@
 A run folder (``train --out DIR``, or one entry of ``run --out DIR``) holds::
 
     DIR/
-      config.yaml        the resolved config (written first)
+      config.yaml        the resolved config: every auto/null decided at run time as the value that ran
+      requested.yaml     the config as given (before those decisions): what --resume compares with
       state.json         how far the run got: {"status", "epoch", "epochs", "pid", "updated"[, "reason"],
                          "dataset": {"name", "source", "sha256"}}
       log.txt            append-only log
@@ -41,11 +42,12 @@ from alexbench.errors import UserError
 
 __all__ = [
     "CONFIG", "STATE", "LOG", "HISTORY", "CHECKPOINTS", "PREDICTIONS", "METRICS", "RUN_STATUS", "RESOURCES",
-    "EVENTS_GLOB", "EXPORT",
-    "RUN_FILES", "CONFIG_HEADER", "HISTORY_COLUMNS",
+    "EVENTS_GLOB", "EXPORT", "REQUESTED",
+    "RUN_FILES", "CONFIG_HEADER", "REQUESTED_HEADER", "HISTORY_COLUMNS",
     "entry_label", "run_slug", "code_version", "preprocessing", "check_preprocessing", "checkpoint_meta",
     "is_run_dir", "is_run_folder",
-    "read_json", "read_state", "write_state", "read_config", "write_config", "read_history", "write_history",
+    "read_json", "read_state", "write_state", "read_config", "write_config", "write_requested", "read_history",
+    "write_history",
     "read_predictions", "write_predictions", "write_metrics",
 ]
 
@@ -60,10 +62,13 @@ RUN_STATUS = "run.json"  # in the --out folder of ``alexbench run``, next to its
 RESOURCES = "resources.csv"  # written by alexbench.resources
 EVENTS_GLOB = "events.out.tfevents.*"  # TensorBoard event files, written by alexbench.tblog
 EXPORT = "export"  # default folder of `alexbench export`
+REQUESTED = "requested.yaml"  # the config as given, before run time decided auto/null values
 #: what a run writes into its folder, in the order it first writes them
-RUN_FILES = (CONFIG, LOG, STATE, HISTORY, METRICS, PREDICTIONS, CHECKPOINTS, RESOURCES)
+RUN_FILES = (REQUESTED, CONFIG, LOG, STATE, HISTORY, METRICS, PREDICTIONS, CHECKPOINTS, RESOURCES)
 #: the first line of every config.yaml a run writes: proof that the folder is alexbench's
 CONFIG_HEADER = "# alexbench: the resolved config of this run"
+#: the first line of requested.yaml
+REQUESTED_HEADER = "# alexbench: the config as given to this run (config.yaml holds the values that ran)"
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "elapsed_seconds",
                    "images_per_second")
@@ -243,8 +248,17 @@ def write_metrics(run: Path, metrics: Mapping[str, Any]) -> None:
 # -- config.yaml -----------------------------------------------------------------------------
 
 def write_config(run: Path, text: str) -> None:
-    """``text`` is the resolved config as YAML (``alexbench.config.dump_yaml``)."""
+    """``text`` is the resolved config as YAML (``alexbench.config.dump_yaml``). A run writes it as
+    given when it starts, then again once every auto/null value is decided (input_size,
+    normalization with its numbers, threads, device, precision); it loads as a config
+    (``--config runs/x/config.yaml`` repeats the run with those values)."""
     atomic_write_text(Path(run) / CONFIG, text)
+
+
+def write_requested(run: Path, text: str) -> None:
+    """``requested.yaml``: the config as given to the run (``dump_yaml(cfg, REQUESTED_HEADER)``), written
+    once when it starts and kept on ``--resume``; it loads as a config too."""
+    atomic_write_text(Path(run) / REQUESTED, text)
 
 
 def read_config(path: Path) -> tuple[dict[str, Any], str]:

@@ -196,7 +196,9 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
             status["entries"][e.slug] = {"status": "running"}
             atomic_write_json(status_path, status)
             try:
-                train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report, force=force, hooks=hooks)
+                # keep_failed: a failed entry's folder records the failure (_failed); a skipped one is dropped
+                train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report, force=force, hooks=hooks,
+                      keep_failed=True)
             except WeightsUnavailable as exc:
                 reason = str(exc)
                 print(f"[{k}/{len(entries)}] {e.slug}: skipped: {reason}", file=sys.stderr)
@@ -267,7 +269,7 @@ def _failed(slug: str, cfg: TrainConfig, exc: Exception, run_dir: Path) -> dict:
 
 def _drop_empty_run(run_dir: Path) -> None:
     """A skipped entry leaves no half run behind: only files this run itself created are removed."""
-    for name in (rundir.CONFIG, rundir.STATE, rundir.LOG):
+    for name in (rundir.REQUESTED, rundir.CONFIG, rundir.STATE, rundir.LOG):
         (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.rmdir()

@@ -19,14 +19,16 @@ from alexbench import checkpoint as ckpt
 from alexbench import distributed, rundir
 from alexbench.atomic import RunLock
 from alexbench.config import TrainConfig, dump_yaml
-from alexbench.data.stream import BatchStream, Splits, normalization, prefetch
+from alexbench.data.stream import BatchStream, Splits, prefetch
 from alexbench.engines import Engine
 from alexbench.errors import TrainingDiverged, UserError
 from alexbench.hooks import Hooks
 from alexbench.loopstate import Interrupt, Progress, RunLog, progress_bar
 from alexbench.metrics import classification_metrics
-from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder
-from alexbench.prepare import check_model, peak_rss_bytes, pick_normalization, prepare_data, system_info
+from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder, missing_dirs, remove_empty, \
+    removed_if_unstarted
+from alexbench.prepare import (check_model, peak_rss_bytes, prepare_data, resolved_config, run_normalization,
+                               system_info)
 from alexbench.resume import check_same_data, recorded_dataset, same_run_config
 from alexbench.schedule import lr_at
 
@@ -39,7 +41,8 @@ def entry_label(cfg: TrainConfig) -> str:
 
 def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
           resume: bool = False, on_epoch_end: Callable[[Path, dict], None] | None = None,
-          quiet: bool | None = None, force: bool = False, hooks: Hooks | None = None) -> dict:
+          quiet: bool | None = None, force: bool = False, hooks: Hooks | None = None,
+          keep_failed: bool = False) -> dict:
     """Train and evaluate one model in one framework; returns the metrics dict (also in metrics.json).
     Under torchrun the run is data-parallel: rank 0 alone touches ``out_dir`` (:mod:`alexbench.distributed`).
 
@@ -49,18 +52,27 @@ def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # 
     (``None``: the source it recorded); see :mod:`alexbench.resume`.
     ``on_epoch_end(run_folder, history_row)`` runs after each epoch's files are written;
     ``hooks`` (see :mod:`alexbench.hooks`) watch steps, evaluation passes and checkpoints.
+    A run that fails before its first checkpoint removes the files it wrote and the folders it
+    created, unless ``keep_failed`` (``alexbench run`` records the failure in the entry's folder).
     """
     dist = distributed.setup(cfg)
     try:
         if not dist.is_main:
             return _train_locked(cfg, Path(out_dir), data, resume, None, True, None, hooks or Hooks(), force, dist)
+        made = missing_dirs(Path(out_dir))
         out = ensure_folder(out_dir, "--out")
         if quiet is None:
             quiet = bool(os.environ.get("ALEXBENCH_QUIET"))
-        with RunLock(out) as lock:
-            if not resume:
-                claim_run_folder(out, force)
-            return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, hooks or Hooks(), force, dist)
+        try:  # a run that fails before its first checkpoint leaves nothing it created
+            with RunLock(out) as lock, removed_if_unstarted(out, not keep_failed):
+                if not resume:
+                    claim_run_folder(out, force)
+                return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, hooks or Hooks(), force,
+                                     dist)
+        except BaseException:
+            if not keep_failed:
+                remove_empty(made)
+            raise
     finally:
         distributed.teardown()
 
@@ -108,7 +120,9 @@ def _train_locked(cfg: TrainConfig | None, out: Path, data,  # noqa: ANN001
     log = RunLog(out / rundir.LOG if dist.is_main else None, quiet)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(out, dump_yaml(cfg))
+        if not resume:  # the config as given (what a resume compares with); config.yaml is rewritten below,
+            rundir.write_requested(out, dump_yaml(cfg, rundir.REQUESTED_HEADER))  # once every value is decided
+            rundir.write_config(out, dump_yaml(cfg))
     if lock is not None and lock.took_over_from:
         log(f"took over a stale lock left by PID {lock.took_over_from}")
 
@@ -123,9 +137,12 @@ def _train_locked(cfg: TrainConfig | None, out: Path, data,  # noqa: ANN001
         log("note: training on the small embedded CIFAR-10 sample, not full CIFAR-10; accuracies are indicative only")
     spec = MODELS[cfg.model]
     input_size = cfg.input_size or spec.input_size
-    norm = normalization(pick_normalization(cfg), splits.x_train)
-    inference = rundir.preprocessing(norm, input_size, splits.x_train.shape[1:3], splits.classes, cfg.tta_flip)
+    norm = run_normalization(cfg, splits.x_train)
     engine = make_engine(cfg, len(splits.classes), norm, input_size)
+    cfg = resolved_config(cfg, norm, input_size, threads, engine)
+    if dist.is_main:
+        rundir.write_config(out, dump_yaml(cfg))
+    inference = rundir.preprocessing(norm, input_size, splits.x_train.shape[1:3], splits.classes, cfg.tta_flip)
     engine.build()
     trainable, total = engine.params()
     flops = flops_per_image(cfg.model, len(splits.classes), input_size=input_size, **cfg.model_options)
@@ -223,10 +240,11 @@ def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, spli
                     if not math.isfinite(loss):
                         # the global batch's loss: every rank stops here
                         _state(out, "failed", epoch, cfg.epochs, f"loss became {loss} at epoch {epoch + 1}")
+                        kept = (f"the last good checkpoint is kept in {out / rundir.CHECKPOINTS}"
+                                if any((out / rundir.CHECKPOINTS).glob("last*")) else "no checkpoint was written yet")
                         raise TrainingDiverged(
                             f"loss became {loss} at epoch {epoch + 1}, step {prog.step + 1} (lr {lr:.3g}); "
-                            f"stopped. The last good checkpoint is kept in {out / 'checkpoints'}; "
-                            "lower optimizer.lr or use warm-up")
+                            f"stopped; {kept}; lower optimizer.lr or use warm-up")
                     n = len(yb) * stream.world_size  # loss and correct are the global batch's
                     prog.loss_sum += loss * n
                     prog.correct += correct

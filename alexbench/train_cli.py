@@ -35,4 +35,6 @@ def train_command(args) -> int:  # noqa: ANN001 - argparse namespace
     print(f"{metrics['entry']}: test accuracy {t['accuracy']:.4f} "
           f"[{t['accuracy_ci95'][0]:.4f}, {t['accuracy_ci95'][1]:.4f}], macro-F1 {t['macro_f1']:.4f}; "
           f"run folder {args.out}")
+    if metrics["dataset"].get("embedded_sample"):
+        print("note: trained and tested on the small embedded CIFAR-10 sample, not full CIFAR-10; indicative only")
     return 0

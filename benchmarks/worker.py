@@ -30,11 +30,11 @@ class EngineTarget:
 
     def __init__(self, spec: dict) -> None:
         from alexbench.config import validate
-        from alexbench.data.stream import BatchStream, normalization
+        from alexbench.data.stream import BatchStream
         from alexbench.engines import make_engine
         from alexbench.frameworks import set_threads
         from alexbench.models import MODELS
-        from alexbench.prepare import pick_normalization
+        from alexbench.prepare import run_normalization
 
         self.cfg = validate(spec["config"], "benchmark config")
         set_threads(self.cfg.threads)
@@ -44,7 +44,7 @@ class EngineTarget:
         self.x_test = np.ascontiguousarray(arrays["x_test"])
         self.y_test = np.ascontiguousarray(arrays["y_test"])
         input_size = self.cfg.input_size or MODELS[self.cfg.model].input_size
-        self.norm = normalization(pick_normalization(self.cfg), self.x)
+        self.norm = run_normalization(self.cfg, self.x)
         self.engine = make_engine(self.cfg, int(spec.get("num_classes", 10)), self.norm, input_size)
         self.engine.build()
         a = self.cfg.augment
