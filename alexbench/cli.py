@@ -5,7 +5,8 @@ Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback un
 
 Everything alexbench writes to stderr goes through the ``alexbench`` logger
 (:mod:`alexbench.log`), configured here once: ``--quiet`` keeps warnings and errors,
-``--verbose`` adds debug lines. Both are accepted before or after the command.
+``--verbose`` adds debug lines. Both are accepted before or after the command, and so
+is ``--debug``, which adds the traceback to an error without changing the exit code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import traceback
 from typing import Callable, Sequence
 
 from alexbench import __version__
@@ -33,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "predict": "alexbench.predict:predict_command",
 }
 FORCE_HELP = "replace existing output files that alexbench did not write (refused by default)"
+DEBUG_HELP = "add the full traceback to an error (the exit code stays the same) and show TensorFlow's native logs"
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -75,13 +78,22 @@ def _add_verbosity(p: argparse.ArgumentParser, default: object) -> None:
                    help="also print debug lines on stderr")
 
 
+def _preset_names() -> list[str]:
+    """The presets shipped in ``alexbench/presets`` (read from the package, so the list cannot drift)."""
+    from importlib import resources
+
+    return sorted(p.name[:-5] for p in (resources.files("alexbench") / "presets").iterdir() if p.name.endswith(".yaml"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="alexbench", description="The AlexNet challenge, PyTorch vs Keras on CIFAR-10, in one command.")
     p.add_argument("--version", action="version", version=f"alexbench {__version__}")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks and TensorFlow's native logs")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     _add_verbosity(p, NORMAL)
     common = argparse.ArgumentParser(add_help=False)
     _add_verbosity(common, argparse.SUPPRESS)
+    # SUPPRESS: a --debug given before the command is not reset by the command's parser
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     d = sub.add_parser("data", parents=[common], help="locate or fetch, verify and cache a dataset; print counts")
@@ -94,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pa = sub.add_parser("parity", parents=[common],
                         help="port weights torch<->keras and print the max abs logit difference")
-    pa.add_argument("--model", required=True)
-    pa.add_argument("--num-classes", type=_int_in(2, 100_000), default=10)
-    pa.add_argument("--batch", type=_int_in(1, 1024), default=4)
-    pa.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    pa.add_argument("--model", required=True, help="a registered model (see `alexbench models`)")
+    pa.add_argument("--num-classes", type=_int_in(2, 100_000), default=10,
+                    help="classes of the head that is built (default: 10)")
+    pa.add_argument("--batch", type=_int_in(1, 1024), default=4, help="random images compared (default: 4)")
+    pa.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                    help="seed of the weights and the images (default: 0)")
 
     def add_data_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data", default=None, help="dataset source (see `alexbench data`)")
@@ -125,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help=FORCE_HELP)
 
     r = sub.add_parser("run", parents=[common], help="the whole comparison: a matrix of train runs, then the report")
-    r.add_argument("--preset", default="quick")
+    r.add_argument("--preset", default="quick", metavar="NAME|FILE.yaml",
+                   help=f"a shipped preset ({', '.join(_preset_names())}; default: quick) or a preset file")
     add_data_opts(r)
     r.add_argument("--weights-dir", default=None, help="folder with offline pretrained weight files")
     r.add_argument("--seeds", default=None, metavar="N|a,b,...",
@@ -179,16 +194,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(rc or 0)
     except UserError as exc:
         if args.debug:
-            raise
+            traceback.print_exc()
         log.error(f"alexbench {args.command}: error: {exc}")
         return 2
     except KeyboardInterrupt:
         log.error("alexbench: interrupted")
         return 130
-    except Exception as exc:  # internal error: one line unless --debug
+    except Exception as exc:  # internal error: one line, plus the traceback with --debug
         if args.debug:
-            raise
-        log.error(f"alexbench {args.command}: internal error: {type(exc).__name__}: {exc} (re-run with --debug)")
+            traceback.print_exc()
+            log.error(f"alexbench {args.command}: internal error: {type(exc).__name__}: {exc}")
+        else:
+            log.error(f"alexbench {args.command}: internal error: {type(exc).__name__}: {exc} (re-run with --debug)")
         return 1
 
 

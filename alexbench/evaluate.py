@@ -131,6 +131,8 @@ def eval_command(args) -> int:  # noqa: ANN001 - argparse namespace
           f"macro-F1 {t['macro_f1']:.4f}, loss {t['loss']:.4f}")
     for c, v in t["per_class_accuracy"].items():
         print(f"  {c:>12s}  {v:.4f}")
+    if res["dataset"].get("embedded_sample"):
+        print("note: evaluated on the small embedded CIFAR-10 sample, not full CIFAR-10; indicative only")
     if args.out:
         atomic_write_json(args.out, res)
     return 0

@@ -45,7 +45,9 @@ class Entry:
 def preset_path(name: str) -> Path:
     if name not in PRESETS:
         p = Path(name)
-        if p.suffix in (".yaml", ".yml") and p.exists():
+        if p.suffix in (".yaml", ".yml") or os.sep in name:  # a file, not a preset's name
+            if not p.exists():
+                raise UserError(f"--preset: {name}: not found")
             return p
         raise UserError(f"--preset: unknown preset {name!r} (choose from {', '.join(PRESETS)}, or give a .yaml file)")
     return Path(str(PRESETS_DIR / f"{name}.yaml"))
@@ -200,7 +202,9 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
                 train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report, force=force, hooks=hooks,
                       keep_failed=True)
             except WeightsUnavailable as exc:
-                reason = str(exc)
+                wanted = expected_weights_name(cfg.model, cfg.framework)
+                reason = exc.way_out(f"pass --weights-dir DIR holding {wanted}" if wanted else
+                                     "pass --weights-dir DIR holding the weights file")
                 print(f"[{k}/{len(entries)}] {e.slug}: skipped: {reason}", file=sys.stderr)
                 skipped.append({"entry": e.slug, "model": cfg.model, "framework": cfg.framework,
                                 "pretrained": cfg.pretrained, "reason": reason})

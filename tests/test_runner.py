@@ -97,7 +97,8 @@ def test_run_skips_unavailable_weights_reports_and_resumes(tmp_path, offline_tor
     assert st["alexnet_cifar-torch-scratch-s0"]["status"] == "finished"
     assert st["alexnet_cifar-keras-scratch-s0"]["status"] == "finished"
     skipped = st["alexnet-torch-pretrained-s0"]
-    assert skipped["status"] == "skipped" and "--weights" in skipped["reason"]
+    assert skipped["status"] == "skipped" and "--weights-dir DIR holding alexnet-owt-7be5be79.pth" in skipped["reason"]
+    assert "--weights PATH" not in skipped["reason"]  # that is train's option, not run's
     assert not (out / "alexnet-torch-pretrained-s0").exists()  # nothing half-made left behind
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()

@@ -203,8 +203,7 @@ def _finish_notes(ds: Dataset, found_by: str, home: Path) -> None:
     if found_by == "fallback":
         msg = (f"no CIFAR-10 copy found (looked in {home}, ./data and ~/.keras/datasets); using the small "
                f"embedded sample. Run `alexbench data --download` or pass a source for the full dataset")
-        cache.warn(msg)
-        ds.notes.append(msg)
+        cache.warn(msg)  # once, on stderr (not repeated among the dataset's notes)
     elif found_by == "downloaded":
         ds.notes.append(f"downloaded from {download.BINARY_URL} (MD5 verified)")
 

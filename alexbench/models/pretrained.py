@@ -41,7 +41,19 @@ from alexbench.errors import UserError
 
 
 class WeightsUnavailable(UserError):
-    """Pretrained weights are neither in the cache nor downloadable (e.g. offline)."""
+    """Pretrained weights are neither in the cache nor downloadable (e.g. offline).
+
+    The message ends with the way out, which depends on the command: ``train`` takes
+    ``--weights PATH`` (the default), ``run`` takes ``--weights-dir DIR`` (:meth:`way_out`).
+    """
+
+    def __init__(self, reason: str, way_out: str = "pass --weights PATH to an offline copy") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}; put the file there, or {way_out}")
+
+    def way_out(self, way_out: str) -> str:
+        """The message with another way out, e.g. ``"pass --weights-dir DIR holding FILE"``."""
+        return f"{self.reason}; put the file there, or {way_out}"
 
 
 # model -> torchvision weights enum, member, and that member's URL as of torchvision 0.29.
@@ -198,8 +210,7 @@ def torchvision_state_dict(name: str, weights: str | None = None, progress: bool
             if not os.path.exists(cached):
                 raise WeightsUnavailable(
                     f"torchvision's ImageNet weights for {name} ({enum_name}.{member}) are not available: "
-                    f"expected {cached} (download from {url} failed: {_first_line(exc)}); put the file there, "
-                    "or pass --weights PATH to an offline copy") from None
+                    f"expected {cached} (download from {url} failed: {_first_line(exc)})") from None
     return read_torch_file(cached)
 
 
@@ -228,8 +239,7 @@ def keras_applications_file(name: str, weights: str | None = None) -> str:
     except Exception as exc:
         raise WeightsUnavailable(
             f"keras.applications' ImageNet weights for {name} are not available: expected {expected} "
-            f"(download from {url} failed: {_first_line(exc)}); put the file there, or pass --weights PATH "
-            "to an offline copy") from None
+            f"(download from {url} failed: {_first_line(exc)})") from None
 
 
 def _h5_attr_list(group: Any, name: str) -> list[str]:

@@ -12,7 +12,7 @@ from alexbench.report.formatting import (fmt_ci, fmt_count, fmt_duration, fmt_fr
                                          fmt_pflop, fmt_points)
 from alexbench.report.render import write_report
 
-__all__ = ["compare_command", "report_command", "print_comparison", "format_tables", "use_rich"]
+__all__ = ["compare_command", "report_command", "print_comparison", "format_tables", "embedded_note", "use_rich"]
 
 
 def use_rich(stream: TextIO) -> bool:
@@ -57,6 +57,16 @@ def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     return out
 
 
+def embedded_note(result: dict[str, Any]) -> str | None:
+    """The line every comparison prints when a run used the embedded sample."""
+    runs = result.get("embedded_sample") or []
+    if not runs:
+        return None
+    which = "all runs" if len(runs) == len(result["rows"]) else ", ".join(runs)
+    return (f"note: {which}: trained and tested on the small embedded CIFAR-10 sample, not full CIFAR-10; "
+            "the accuracies are indicative only (pass --data with CIFAR-10 for real numbers)")
+
+
 def format_tables(result: dict[str, Any]) -> str:
     """Plain aligned text of every table, no colour codes (pipes, files, CI)."""
     parts = []
@@ -70,6 +80,9 @@ def format_tables(result: dict[str, Any]) -> str:
         parts.append("\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]))
     for n in result["not_compared"]:
         parts.append(f"not compared: {n['a']} vs {n['b']}: {n['reason']}")
+    note = embedded_note(result)
+    if note:
+        parts.append(note)
     return "\n\n".join(parts) + "\n"
 
 
@@ -92,6 +105,9 @@ def _print_rich(result: dict[str, Any], stream: TextIO) -> None:
         console.print(table)
     for n in result["not_compared"]:
         console.print(f"[dim]not compared: {n['a']} vs {n['b']}: {n['reason']}[/dim]")
+    note = embedded_note(result)
+    if note:
+        console.print(f"[yellow]{note}[/yellow]", highlight=False, markup=True, soft_wrap=True)
 
 
 def print_comparison(run_dirs: Sequence[Any], stream: TextIO | None = None) -> dict[str, Any]:

@@ -354,6 +354,7 @@ def compare(run_dirs: Sequence[str | Path | RunRecord]) -> dict[str, Any]:
       alpha 0.05, and the paired accuracy difference (A - B) with its 95% interval.
     - ``not_compared``: pairs that could not be compared, with the reason.
     - ``groups``: mean ± sample std (ddof=1) over seeds, for entries run with several seeds.
+    - ``embedded_sample``: the runs trained on the small embedded sample, not full CIFAR-10.
     """
     runs = load_runs(run_dirs)
     if not runs:
@@ -372,4 +373,5 @@ def compare_runs(runs: Sequence[RunRecord]) -> dict[str, Any]:
         else:
             pairs.append(res)
     return {"rows": [_row(r) for r in runs], "pairs": pairs, "not_compared": skipped,
-            "groups": _groups(runs)}
+            "groups": _groups(runs),
+            "embedded_sample": [r.label for r in runs if (r.dataset or {}).get("embedded_sample")]}
