@@ -65,10 +65,15 @@ def test_bad_device_names_the_field_and_value_only(tmp_path, capsys):
 
 
 def test_run_help_lists_the_presets_and_the_default(capsys):
+    from importlib import resources
+
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "quick, seeds, standard; default: quick" in out
+    shipped = sorted(p.name[:-5] for p in (resources.files("alexbench") / "presets").iterdir()
+                     if p.name.endswith(".yaml"))
+    assert {"quick", "standard", "seeds"} <= set(shipped)
+    assert f"{', '.join(shipped)}; default: quick" in out
 
 
 def test_data_without_a_source_warns_once(tmp_path, monkeypatch, capsys):
