@@ -125,7 +125,7 @@ class _Stop(BaseException):
     """Stands in for a kill in-process: not an Exception, so nothing in the loop catches it."""
 
 
-def _run_until(out: Path, stop_when) -> None:  # noqa: ANN001
+def _run_until(out: Path, stop_when, data=None) -> None:  # noqa: ANN001
     """Train (checkpoint after every step) until ``stop_when(progress)`` is true right after a last-checkpoint save."""
     from alexbench.hooks import Hooks
     from alexbench.train import train
@@ -136,7 +136,8 @@ def _run_until(out: Path, stop_when) -> None:  # noqa: ANN001
                 raise _Stop
 
     with pytest.raises(_Stop):
-        train(tiny_config("torch", checkpoint_minutes=1e-6), out, data=synthetic_dataset(), hooks=StopAfter())
+        train(tiny_config("torch", checkpoint_minutes=1e-6), out, data=data if data is not None else synthetic_dataset(),
+              hooks=StopAfter())
 
 
 def test_truncated_last_falls_back_to_prev_with_a_warning(tmp_path, monkeypatch, capsys, reference):
@@ -158,11 +159,12 @@ def test_truncated_last_falls_back_to_prev_with_a_warning(tmp_path, monkeypatch,
 
 def test_both_checkpoints_corrupt_is_one_clear_error(tmp_path, monkeypatch, capsys):
     out = tmp_path / "r"
-    _run_until(out, lambda p: p["epoch"] == 0 and p["step"] == 3)
-    for name in ("last.pt", "last.prev.pt"):
-        (out / "checkpoints" / name).write_bytes(b"PK\x03\x04 garbage")
     src = write_binary_source(tmp_path / "src")
     monkeypatch.setenv("ALEXBENCH_DATA", str(tmp_path / "home"))
+    # the resume names the data the run started on, so the refusal is about the checkpoints, not the data
+    _run_until(out, lambda p: p["epoch"] == 0 and p["step"] == 3, data=str(src))
+    for name in ("last.pt", "last.prev.pt"):
+        (out / "checkpoints" / name).write_bytes(b"PK\x03\x04 garbage")
     rc = main(["train", "--model", "alexnet_cifar", "--framework", "torch", "--out", str(out), "--resume",
                "--data", str(src)])
     err = capsys.readouterr().err
