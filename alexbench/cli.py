@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--resume", action="store_true")
     r.add_argument("--force", action="store_true", help=FORCE_HELP)
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: entries one after another in this process; ray: each entry a Ray task "
+                        "(pip install 'alexbench[ray]')")
+    r.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --executor ray: the Ray cluster to join (default: start a local one)")
 
     c = sub.add_parser("compare", parents=[common], help="comparison table and pairwise statistics")
     c.add_argument("runs", nargs="+", metavar="RUN")

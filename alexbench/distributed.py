@@ -40,8 +40,8 @@ __all__ = ["Dist", "KERAS_MULTIWORKER", "from_env", "setup", "teardown", "curren
            "reduce_step", "broadcast_engine_state", "load_on_main", "predict"]
 
 KERAS_MULTIWORKER = ("Keras trains in one process only: multi-worker training on Keras 3 with the TensorFlow "
-                     "backend is broken upstream (keras-team/keras#20585); use several local devices "
-                     "(MirroredStrategy) or framework torch")
+                     "backend is broken upstream (keras-team/keras#20585); use framework torch for "
+                     "data-parallel training")
 
 
 @dataclass(frozen=True)

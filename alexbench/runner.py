@@ -10,6 +10,7 @@ reason, in ``run.json``, in its run folder's ``state.json`` and in the report, a
 next entry starts. ``run`` then exits 2 if every failure was bad input (a UserError:
 the entry's config, data or weights) and 1 if any was an internal error. Ctrl-C still
 stops the whole run; ``--resume`` retries failed entries.
+``executor="ray"`` runs the entries as Ray tasks instead (:mod:`alexbench.ray_executor`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from alexbench.errors import UserError
 from alexbench.hooks import Hooks
 from alexbench.outputs import check_report_targets, ensure_folder, refuse_foreign
 
+EXECUTORS = ("local", "ray")
 PRESETS_DIR = resources.files("alexbench") / "presets"
 # every file in alexbench/presets/ is a preset, named by its stem (quick, seeds, seeds-1, standard, ...)
 PRESETS = tuple(sorted(p.name[:-len(".yaml")] for p in PRESETS_DIR.iterdir() if p.name.endswith(".yaml")))
@@ -143,16 +145,24 @@ def _with_offline_weights(cfg: TrainConfig, weights_dir: str | None) -> TrainCon
 
 def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,  # noqa: ANN001
         overrides: list[str] | None = None, weights_dir: str | None = None, resume: bool = False,
-        seeds: list[int] | None = None, force: bool = False, hooks: Hooks | None = None) -> dict:
+        seeds: list[int] | None = None, force: bool = False, hooks: Hooks | None = None,
+        executor: str = "local", address: str | None = None) -> dict:
     """Train every entry of the plan into ``out_dir/<slug>`` and keep the report up to date.
 
-    ``hooks`` (see :mod:`alexbench.hooks`) are passed to every entry's training loop.
+    ``hooks`` (see :mod:`alexbench.hooks`) are passed to every entry's training loop (local executor).
+    ``executor="ray"`` makes each entry a Ray task on the cluster at ``address`` (default: a local one).
     """
     from alexbench.data import Dataset, load_dataset
     from alexbench.models import WeightsUnavailable
     from alexbench.report import write_report
     from alexbench.train import train
 
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor: unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
+    if address and executor != "ray":
+        raise UserError("--address: only with --executor ray")
+    if hooks is not None and executor != "local":
+        raise UserError("hooks watch a training loop in this process; they need executor 'local'")
     plan, entries = load_plan(preset, config_file, overrides, seeds)
     out = ensure_folder(out_dir, "--out")
     status_path = out / rundir.RUN_STATUS
@@ -184,6 +194,37 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
                 why = str(exc) if isinstance(exc, UserError) else f"internal error: {type(exc).__name__}: {exc}"
                 print(f"warning: report not updated: {why}", file=sys.stderr)
 
+        def started(k: int, slug: str) -> None:
+            print(f"[{k}/{len(entries)}] {slug}", file=sys.stderr, flush=True)
+            status["entries"][slug] = {"status": "running"}
+            atomic_write_json(status_path, status)
+
+        def ended(k: int, slug: str, cfg: TrainConfig, exc: BaseException | None = None) -> None:
+            """Record an entry that finished, was skipped (its weights are unavailable) or failed."""
+            if isinstance(exc, WeightsUnavailable):
+                wanted = expected_weights_name(cfg.model, cfg.framework)
+                reason = exc.way_out(f"pass --weights-dir DIR holding {wanted}" if wanted else
+                                     "pass --weights-dir DIR holding the weights file")
+                print(f"[{k}/{len(entries)}] {slug}: skipped: {reason}", file=sys.stderr)
+                skipped.append({"entry": slug, "model": cfg.model, "framework": cfg.framework,
+                                "pretrained": cfg.pretrained, "reason": reason})
+                status["entries"][slug] = {"status": "skipped", "reason": reason, "model": cfg.model,
+                                           "framework": cfg.framework, "pretrained": cfg.pretrained}
+                atomic_write_json(status_path, status)
+                _drop_empty_run(out / slug)
+                return
+            if exc is not None:
+                row = _failed(slug, cfg, exc, out / slug)
+                print(f"[{k}/{len(entries)}] {slug}: failed ({row['error']}): {row['reason']}", file=sys.stderr)
+                skipped.append({"entry": slug, **{key: row[key] for key in ("model", "framework", "pretrained",
+                                                                        "status", "reason")}})
+                status["entries"][slug] = row
+            else:
+                status["entries"][slug] = {"status": "finished"}
+            atomic_write_json(status_path, status)
+            report()
+
+        todo = []
         for k, e in enumerate(entries, 1):
             prev = status["entries"].get(e.slug, {})
             if prev.get("status") in ("skipped", "failed"):
@@ -191,40 +232,24 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
             if prev.get("status") == "finished" and (out / e.slug / rundir.METRICS).exists():
                 print(f"[{k}/{len(entries)}] {e.slug}: finished earlier, skipping", file=sys.stderr)
                 continue
-            print(f"[{k}/{len(entries)}] {e.slug}", file=sys.stderr, flush=True)
-            cfg = _with_offline_weights(e.cfg, weights_dir)
             run_dir = out / e.slug
-            can_resume = resume and (run_dir / rundir.CONFIG).exists()
-            status["entries"][e.slug] = {"status": "running"}
-            atomic_write_json(status_path, status)
-            try:
-                # keep_failed: a failed entry's folder records the failure (_failed); a skipped one is dropped
-                train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report, force=force, hooks=hooks,
-                      keep_failed=True)
-            except WeightsUnavailable as exc:
-                wanted = expected_weights_name(cfg.model, cfg.framework)
-                reason = exc.way_out(f"pass --weights-dir DIR holding {wanted}" if wanted else
-                                     "pass --weights-dir DIR holding the weights file")
-                print(f"[{k}/{len(entries)}] {e.slug}: skipped: {reason}", file=sys.stderr)
-                skipped.append({"entry": e.slug, "model": cfg.model, "framework": cfg.framework,
-                                "pretrained": cfg.pretrained, "reason": reason})
-                status["entries"][e.slug] = {"status": "skipped", "reason": reason, "model": cfg.model,
-                                             "framework": cfg.framework, "pretrained": cfg.pretrained}
-                atomic_write_json(status_path, status)
-                _drop_empty_run(run_dir)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one entry must not lose the matrix (Ctrl-C still stops it)
-                row = _failed(e.slug, cfg, exc, run_dir)
-                print(f"[{k}/{len(entries)}] {e.slug}: failed ({row['error']}): {row['reason']}", file=sys.stderr)
-                skipped.append({"entry": e.slug, **{key: row[key] for key in ("model", "framework", "pretrained",
-                                                                         "status", "reason")}})
-                status["entries"][e.slug] = row
-                atomic_write_json(status_path, status)
-                report()
-                continue
-            status["entries"][e.slug] = {"status": "finished"}
-            atomic_write_json(status_path, status)
-            report()
+            todo.append((k, e.slug, _with_offline_weights(e.cfg, weights_dir), run_dir,
+                         resume and (run_dir / rundir.CONFIG).exists()))
+        if executor == "ray":
+            from alexbench.ray_executor import run_on_ray
+
+            run_on_ray(todo, data=ds, address=address, force=force, started=started, ended=ended, report=report)
+        else:
+            for k, slug, cfg, run_dir, can_resume in todo:
+                started(k, slug)
+                try:
+                    # keep_failed: a failed entry's folder records the failure (_failed); a skipped one is dropped
+                    train(cfg, run_dir, data=ds, resume=can_resume, on_epoch_end=report, force=force, hooks=hooks,
+                          keep_failed=True)
+                except Exception as exc:  # noqa: BLE001 - one entry must not lose the matrix (Ctrl-C stops it)
+                    ended(k, slug, cfg, exc)
+                    continue
+                ended(k, slug, cfg)
         # skipped entries from an earlier, resumed invocation still belong in the report
         for slug, st in status["entries"].items():
             if st.get("status") in ("skipped", "failed") and slug not in {s["entry"] for s in skipped}:
@@ -284,7 +309,8 @@ def _drop_empty_run(run_dir: Path) -> None:
 def run_command(args) -> int:  # noqa: ANN001
     status = run(args.preset, args.out, data=args.data, config_file=args.config, overrides=args.overrides,
                  weights_dir=args.weights_dir, resume=args.resume,
-                 seeds=parse_seeds(args.seeds) if args.seeds else None, force=getattr(args, "force", False))
+                 seeds=parse_seeds(args.seeds) if args.seeds else None, force=getattr(args, "force", False),
+                 executor=getattr(args, "executor", "local"), address=getattr(args, "address", None))
     out = Path(args.out)
     finished = [out / s for s, st in status["entries"].items() if st.get("status") == "finished"]
     if finished:
