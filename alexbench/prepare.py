@@ -39,19 +39,21 @@ def system_info(engine: Engine, threads: int) -> dict:
     versions = {"alexbench": __version__, "numpy": np.__version__, "python": platform.python_version()}
     from importlib.metadata import PackageNotFoundError, version
 
-    # a framework the run did not load is not imported for its version (TensorFlow in a torch run
-    # costs seconds and prints its start-up lines): the installed package's metadata gives it
+    # the installed distribution's metadata gives every version, so a run reads the same whether or not
+    # it imported the framework (torchvision's module says 0.29.1+cu130 where its metadata says 0.29.1,
+    # and TensorFlow is not imported in a torch run: it costs seconds and prints its start-up lines);
+    # a framework without metadata (a source checkout) falls back to the loaded module's __version__
     for mod, dists in (("torch", ("torch",)), ("torchvision", ("torchvision",)),
                        ("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
-        versions[mod] = getattr(sys.modules.get(mod), "__version__", None)
-        if versions[mod] is not None:
-            continue
+        versions[mod] = None
         for dist in dists:
             try:
                 versions[mod] = version(dist)
                 break
             except PackageNotFoundError:
                 continue
+        if versions[mod] is None:
+            versions[mod] = getattr(sys.modules.get(mod), "__version__", None)
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "device": engine.device,
             "precision": engine.precision, "platform": platform.platform(), "python": platform.python_version(),
             "versions": versions}

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexbench import rundir
 from benchmarks.harness import REPO
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -104,11 +105,13 @@ def run_candidate(c: Candidate, framework: str, ds, out: Path, max_pflop: float,
         row["status"] = f"refused: {planned / 1e15:.3f} PFLOP planned, over the {max_pflop} PFLOP budget"
         return row
     run_dir = out / c.name
-    resume = (run_dir / "config.yaml").exists()
+    resume = (run_dir / rundir.CONFIG).exists()
     if resume:  # a folder from another recipe would be resumed with its own config: refuse
         from alexbench.config import load_yaml, validate
 
-        saved = validate(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+        # requested.yaml holds the config as given (config.yaml holds the run-time decisions)
+        given = run_dir / rundir.REQUESTED
+        saved = validate(load_yaml(given), str(given))
         if saved.model_dump(mode="json") != cfg.model_dump(mode="json"):
             raise SystemExit(f"{run_dir}: holds a run with another config than candidate {c.name}; "
                              "move it away or choose another --out")

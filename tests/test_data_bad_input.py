@@ -56,9 +56,12 @@ def test_missing_path(capsys, tmp_path):
     assert_user_error(rc, err, "nope.tar.gz: no such file or directory")
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(UserError):
-        main(["--debug", "data", str(tmp_path / "nope")])
+def test_debug_shows_the_traceback(capsys, tmp_path):
+    # --debug adds the traceback; the exit code stays 2 (a bad input), before or after the command
+    for argv in (["--debug", "data", str(tmp_path / "nope")], ["data", str(tmp_path / "nope"), "--debug"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "UserError" in err and "nope: no such file" in err
 
 
 def test_not_an_archive(capsys, tmp_path):
