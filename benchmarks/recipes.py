@@ -111,6 +111,8 @@ def run_candidate(c: Candidate, framework: str, ds, out: Path, max_pflop: float,
 
         # requested.yaml holds the config as given (config.yaml holds the run-time decisions)
         given = run_dir / rundir.REQUESTED
+        if not given.exists():  # a run folder from before requested.yaml existed
+            given = run_dir / rundir.CONFIG
         saved = validate(load_yaml(given), str(given))
         if saved.model_dump(mode="json") != cfg.model_dump(mode="json"):
             raise SystemExit(f"{run_dir}: holds a run with another config than candidate {c.name}; "
