@@ -195,7 +195,7 @@ H5_CASES = {
 
 @pytest.mark.parametrize("case", list(H5_CASES))
 def test_hdf5_weights_of_the_wrong_kind_are_refused(case, tmp_path):
-    from alexbench.models.pretrained import read_keras_file
+    from alexbench.models.pretrained_keras import read_keras_file
 
     build, needle = H5_CASES[case]
     path = _h5(tmp_path / "w.h5", build)

@@ -21,6 +21,7 @@ from alexbench.errors import UserError
 from alexbench.frameworks import import_keras, import_torch
 from alexbench.models import WeightsUnavailable, create_model
 from alexbench.models import pretrained as pt
+from alexbench.models.pretrained_keras import read_keras_file
 
 torch = import_torch()
 keras = import_keras()
@@ -173,7 +174,7 @@ def test_keras3_weights_h5_of_the_base_loads_by_name(vgg_notop, tmp_path):
     path, base = vgg_notop
     w3 = tmp_path / "vgg16_notop.weights.h5"
     base.save_weights(w3)
-    by_name = pt.read_keras_file(str(w3))
+    by_name = read_keras_file(str(w3))
     assert set(by_name) == {layer.name for layer in base.layers if layer.weights}
     for name, arrays in by_name.items():
         for a, b in zip(arrays, base.get_layer(name).get_weights()):

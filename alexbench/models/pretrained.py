@@ -24,6 +24,9 @@ shapes differ (other than the final classifier) is a UserError that names the fi
 such layer and both shapes. A final classifier of another size (ImageNet's 1000
 classes) is left freshly initialised for ``num_classes``. That is the head
 replacement.
+
+Keras files (keras.applications' cache, HDF5 weights, full-model files) are read in
+:mod:`alexbench.models.pretrained_keras`; torch files here.
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ import pickle
 import sys
 from typing import Any, Callable
 from urllib.parse import urlparse
-
-import numpy as np
 
 from alexbench.checkpoint import check_weight, check_weight_kind
 from alexbench.errors import UserError
@@ -84,7 +85,7 @@ def imagenet_source(name: str, framework: str) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
@@ -107,9 +108,9 @@ def read_torch_file(path: str) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UserError(f"{path}: refused: the file contains Python objects, not just weights, and "
-                        f"alexbench loads torch files with weights_only=True ({_first_line(exc)})") from None
+                        f"alexbench loads torch files with weights_only=True ({first_line(exc)})") from None
     except Exception as exc:
-        raise UserError(f"{path}: not a readable PyTorch weights file ({_first_line(exc)})") from None
+        raise UserError(f"{path}: not a readable PyTorch weights file ({first_line(exc)})") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(obj.get(key), dict):
@@ -210,186 +211,8 @@ def torchvision_state_dict(name: str, weights: str | None = None, progress: bool
             if not os.path.exists(cached):
                 raise WeightsUnavailable(
                     f"torchvision's ImageNet weights for {name} ({enum_name}.{member}) are not available: "
-                    f"expected {cached} (download from {url} failed: {_first_line(exc)})") from None
+                    f"expected {cached} (download from {url} failed: {first_line(exc)})") from None
     return read_torch_file(cached)
-
-
-# ---------------------------------------------------------------- keras files
-
-def _keras_home() -> str:
-    """Keras's cache folder, read now (Keras itself reads ``KERAS_HOME`` once, at import)."""
-    if os.environ.get("KERAS_HOME"):
-        return os.environ["KERAS_HOME"]
-    base = os.path.expanduser("~")
-    return os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
-
-
-def keras_applications_file(name: str, weights: str | None = None) -> str:
-    """Path of keras.applications' notop ImageNet file for ``name``; downloads (hash-checked) if needed."""
-    if weights is not None:
-        return weights
-    from alexbench.frameworks import import_keras
-
-    keras = import_keras()
-    fname, url, md5 = KERAS_APPLICATIONS_WEIGHTS[name]
-    cache_dir = _keras_home()
-    expected = os.path.join(cache_dir, "models", fname)
-    try:
-        return keras.utils.get_file(fname, url, file_hash=md5, cache_subdir="models", cache_dir=cache_dir)
-    except Exception as exc:
-        raise WeightsUnavailable(
-            f"keras.applications' ImageNet weights for {name} are not available: expected {expected} "
-            f"(download from {url} failed: {_first_line(exc)})") from None
-
-
-def _h5_attr_list(group: Any, name: str) -> list[str]:
-    """A string-list attribute, including Keras's chunked form (``name0``, ``name1``, ...)."""
-    if name in group.attrs:
-        values = list(group.attrs[name])
-    else:
-        values, i = [], 0
-        while f"{name}{i}" in group.attrs:
-            values.extend(group.attrs[f"{name}{i}"])
-            i += 1
-    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
-
-
-def _h5_child(path: str, parent: Any, name: str, kind: str) -> Any:
-    """``parent[name]``, which must be an HDF5 ``kind`` ("Group" or "Dataset")."""
-    import h5py
-
-    obj = parent.get(name)
-    if not isinstance(obj, getattr(h5py, kind)):
-        got = "nothing" if obj is None else f"a {type(obj).__name__}"
-        raise UserError(f"{path}: {parent.name.rstrip('/')}/{name}: expected an HDF5 {kind.lower()}, found {got}")
-    return obj
-
-
-def _h5_weights(path: str, group: Any, names: list[str]) -> list[np.ndarray]:
-    out = []
-    for n in names:
-        ds = _h5_child(path, group, n, "Dataset")
-        if ds.dtype.kind not in "fiu":
-            raise UserError(f"{path}: {ds.name}: dtype {ds.dtype} is neither floating point nor integer")
-        out.append(np.asarray(ds))
-    return out
-
-
-def _legacy_h5_weights(path: str, group: Any) -> dict[str, list[np.ndarray]]:
-    """Weights from the legacy HDF5 layout (keras.applications' files): one group per layer, by name."""
-    out: dict[str, list[np.ndarray]] = {}
-    for layer in _h5_attr_list(group, "layer_names"):
-        g = _h5_child(path, group, layer, "Group")
-        names = _h5_attr_list(g, "weight_names")
-        if names:
-            out[layer] = _h5_weights(path, g, names)
-    return out
-
-
-def _keras3_h5_weights(path: str, group: Any) -> dict[str, list[np.ndarray]]:
-    """Weights from a Keras 3 ``.weights.h5``: ``layers/<key>/vars/<i>``, layer name in the vars' attrs."""
-    import h5py
-
-    out: dict[str, list[np.ndarray]] = {}
-    found: list[Any] = []
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and name.endswith("vars") and "name" in obj.attrs and len(obj):
-            found.append(obj)
-
-    _h5_child(path, group, "layers", "Group").visititems(visit)
-    for obj in found:
-        name = obj.attrs["name"]
-        if not isinstance(name, (str, bytes)):
-            raise UserError(f"{path}: {obj.name}: attribute 'name' is not a layer name (got {type(name).__name__})")
-        out[name.decode("utf8") if isinstance(name, bytes) else name] = _h5_weights(
-            path, obj, [str(i) for i in range(len(obj))])
-    return out
-
-
-def _checked(path: str, weights: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
-    for layer, arrays in weights.items():
-        for i, a in enumerate(arrays):
-            check_weight(path, f"layer {layer!r} weight {i}", a)
-    return weights
-
-
-def read_keras_file(path: str) -> dict[str, list[np.ndarray]]:
-    """``{layer name: [arrays in layer.weights order]}`` from a Keras weights or model file."""
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: weights file not found")
-    from alexbench.frameworks import import_keras
-
-    keras = import_keras()
-    import alexbench.models.keras_layers  # noqa: F401  (registers LRN / adaptive pool for load_model)
-
-    def full_model() -> dict[str, list[np.ndarray]]:
-        try:
-            model = keras.saving.load_model(path, safe_mode=True, compile=False)
-        except Exception as exc:
-            raise UserError(f"{path}: cannot load Keras model with safe_mode=True ({_first_line(exc)})") from None
-        return _checked(path, {layer.name: layer.get_weights() for layer in model.layers if layer.weights})
-
-    if path.endswith(".keras"):
-        return full_model()
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            if "model_config" not in f.attrs:  # weights only: read the arrays, build nothing
-                if _h5_attr_list(f, "layer_names"):
-                    return _checked(path, _legacy_h5_weights(path, f))
-                if "layers" in f:
-                    return _checked(path, _keras3_h5_weights(path, f))
-                raise UserError(f"{path}: an HDF5 file in no Keras layout alexbench knows "
-                                "(neither layer_names nor layers/)")
-    except OSError as exc:
-        raise UserError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from None
-    return full_model()  # a legacy full-model .h5
-
-
-def apply_keras_weights(model: Any, weights: dict[str, list[np.ndarray]], source: str,
-                        head: tuple[str, ...]) -> bool:
-    """Set ``model``'s weights by layer name after checking every shape; returns True if the head was kept.
-
-    Head layers missing from the file (a notop file) stay freshly initialised. So does
-    the final layer ``head[-1]`` when its shape differs.
-    """
-    classifier = head[-1]
-    updates = []
-    head_kept = True
-    layers = [layer for layer in model.layers if layer.weights]
-    for layer in layers:
-        arrays = weights.get(layer.name)
-        if arrays is None:
-            if layer.name in head:
-                head_kept = head_kept and layer.name != classifier
-                continue
-            raise UserError(f"{source}: no weights for layer {layer.name!r}; is the file for another model "
-                            "or other options?")
-        expected = [tuple(v.shape) for v in layer.weights]
-        got = [tuple(a.shape) for a in arrays]
-        if got != expected:
-            if layer.name == classifier:
-                head_kept = False
-                continue
-            if len(got) != len(expected):
-                raise UserError(f"{source}: layer {layer.name!r} does not match: the file has {len(got)} weights "
-                                f"with shapes {got}, the model expects {expected}")
-            i = next(i for i, (g, e) in enumerate(zip(got, expected)) if g != e)
-            raise UserError(f"{source}: layer {layer.name!r} does not match: the file has {layer.weights[i].name} "
-                            f"with shape {got[i]}, the model expects {expected[i]}")
-        for a, v in zip(arrays, layer.weights):
-            check_weight_kind(source, f"layer {layer.name!r} weight {v.name}", a, v.dtype)
-        updates.append((layer, arrays))
-    known = {layer.name for layer in layers}
-    extra = [name for name, arrays in weights.items() if arrays and name not in known]
-    if extra:
-        raise UserError(f"{source}: the file has weights for layer {extra[0]!r}, which the model does not have; "
-                        "is the file for another model or other options?")
-    for layer, arrays in updates:
-        layer.set_weights(arrays)
-    return head_kept
 
 
 # ---------------------------------------------------------------- create_model's entry point
@@ -426,6 +249,8 @@ def load_pretrained(spec: Any, framework: str, pretrained: str | None, weights: 
             kind, label = "torch", weights or f"torchvision {'.'.join(TORCHVISION_WEIGHTS[name][:2])}"
             state = torchvision_state_dict(name, weights)
         else:
+            from alexbench.models.pretrained_keras import keras_applications_file, read_keras_file
+
             kind = "keras"
             label = keras_applications_file(name, weights)
             arrays = read_keras_file(label)
@@ -438,6 +263,8 @@ def load_pretrained(spec: Any, framework: str, pretrained: str | None, weights: 
         if kind == "torch":
             state = read_torch_file(label)
         else:
+            from alexbench.models.pretrained_keras import read_keras_file
+
             arrays = read_keras_file(label)
     else:
         raise UserError(f"--weights {weights}: needs --pretrained imagenet")
@@ -446,6 +273,8 @@ def load_pretrained(spec: Any, framework: str, pretrained: str | None, weights: 
     if kind == "torch":
         apply_torch_state(loaded, state, label, spec.classifier)
     else:
+        from alexbench.models.pretrained_keras import apply_keras_weights
+
         apply_keras_weights(loaded, arrays, label, spec.head)
     if framework == kind:
         return loaded
