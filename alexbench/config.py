@@ -43,6 +43,9 @@ class OptimizerConfig(_Strict):
     weight_decay: float = Field(5e-4, ge=0, lt=1)
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
+    # torch: the whole update in one fused kernel (torch's ``fused=True``: same update, one pass over
+    # the weights); false: torch's default step (a loop over parameters on CPU). Keras: no effect.
+    fused: bool = True
 
 
 class ScheduleConfig(_Strict):

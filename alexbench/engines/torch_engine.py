@@ -2,7 +2,7 @@
 
 Fast paths (each switchable in the config): bf16 autocast where the CPU has native
 bf16 (AVX512-BF16/AMX) or on CUDA, fp16 autocast with a GradScaler on CUDA,
-channels_last, ``torch.compile``, ``inference_mode`` for evaluation.
+channels_last, the fused optimizer step, ``torch.compile``, ``inference_mode`` for evaluation.
 
 Under torchrun the model trains wrapped in DistributedDataParallel (see
 :mod:`alexbench.distributed`); evaluation and checkpoints use the plain module, so a
@@ -95,15 +95,20 @@ class TorchEngine:
         self.std = torch.tensor(self.norm.std, device=self.device).view(1, 3, 1, 1)
         o = cfg.optimizer
         params = list(model.parameters())
+        # fused: one kernel updates every weight in one pass (the same update as the loop; BENCHMARKS.md
+        # "Fast paths"); None leaves torch's default (a per-parameter loop on CPU, foreach on CUDA)
+        fused = {"fused": True} if o.fused else {}
         if o.name == "sgd":
             # coupled L2: torch adds weight_decay * w to the gradient before momentum
             self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
-                                             nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+                                             nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay,
+                                             **fused)
         elif o.name == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+            self.optimizer = torch.optim.Adam(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+                                              **fused)
         else:
             self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps,
-                                               weight_decay=o.weight_decay)
+                                               weight_decay=o.weight_decay, **fused)
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         train_model = model
@@ -227,7 +232,7 @@ class TorchEngine:
         _check_resume_state(path, blob)
         self._load_model_state(path, blob["model"])
         try:
-            self.optimizer.load_state_dict(blob["optimizer"])
+            self.optimizer.load_state_dict(self._own_step_kind(blob["optimizer"]))
             torch.set_rng_state(blob["torch_rng"].cpu())
         except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
             raise UserError(f"{path}: optimizer or random state does not fit this run "
@@ -240,6 +245,15 @@ class TorchEngine:
         if "cuda_rng" in blob and self.device.startswith("cuda"):
             torch.cuda.set_rng_state_all(blob["cuda_rng"])
         return meta
+
+    def _own_step_kind(self, state: dict) -> dict:
+        """The saved groups carry the writer's ``fused``/``foreach`` flags, which torch would adopt:
+        this run's own choice is kept, so a checkpoint of either kind resumes with either."""
+        own, saved = self.optimizer.param_groups, state["param_groups"]
+        if len(own) != len(saved):  # torch refuses it with its own message
+            return state
+        keep = ("fused", "foreach")
+        return dict(state, param_groups=[{**g, **{k: o[k] for k in keep if k in o}} for g, o in zip(saved, own)])
 
     def load_weights_only(self, path: str, blob: dict | None = None) -> dict:
         """Load the model weights only; ``blob`` is the file's content if :func:`read_checkpoint` read it already."""
