@@ -1,7 +1,9 @@
 """Candidate speed-ups that are *not* in the engines, measured against the engines as they are.
 
     python -m benchmarks.experiments keras-fused-bn   # Keras: fused BatchNorm kernel instead of Keras 3's
-    python -m benchmarks.experiments torch-fused-sgd  # PyTorch: SGD(fused=True) instead of the default
+
+(The fused torch optimizer step tried here before is now the engine's default,
+``optimizer.fused``; ``python -m benchmarks.fast_paths`` measures it against the loop.)
 
 Each experiment builds two engines in one process, the stock one and one with a single
 change patched in from the outside (the engines' files are untouched), trains both on
@@ -93,16 +95,7 @@ def keras_fused_bn(engine) -> None:  # noqa: ANN001
     engine._make_fns()  # retrace the step with the patched layers
 
 
-def torch_fused_sgd(engine) -> None:  # noqa: ANN001
-    """``torch.optim.SGD(..., fused=True)``: one fused kernel per parameter instead of several passes."""
-    torch = engine.torch
-    o = engine.cfg.optimizer
-    engine.optimizer = torch.optim.SGD(engine.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                       nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay,
-                                       fused=True)
-
-
-EXPERIMENTS = {"keras-fused-bn": ("keras", keras_fused_bn), "torch-fused-sgd": ("torch", torch_fused_sgd)}
+EXPERIMENTS = {"keras-fused-bn": ("keras", keras_fused_bn)}
 
 
 def main(argv: list[str] | None = None) -> int:
