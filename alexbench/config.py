@@ -94,6 +94,8 @@ class TrainConfig(_Strict):
 
     model: str = "alexnet_cifar"
     framework: Literal["torch", "keras"] = "torch"
+    # Keras 3 backend for framework keras (ignored by torch); each backend runs in its own process
+    keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
     pretrained: Optional[str] = None  # None, "imagenet", or a weights path
     weights: Optional[str] = None  # offline file for pretrained="imagenet"
     # typed by ``model`` (alexbench.models.options): an unknown option or a bad value is refused by name
@@ -115,7 +117,8 @@ class TrainConfig(_Strict):
     normalization: Optional[Union[Literal["dataset", "imagenet", "caffe"], NormalizationConfig]] = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True
-    compile: bool = False  # torch.compile / XLA jit
+    # torch.compile / XLA; None: the faster choice measured per engine and Keras backend (BENCHMARKS.md)
+    compile: Optional[bool] = None
     sync_batchnorm: bool = False  # torch with N processes on CUDA: BatchNorm statistics over the global batch
     device: str = "auto"  # torch: auto|cpu|cuda|cuda:N|mps ; keras: auto|cpu|gpu|gpu:N
     threads: Optional[int] = Field(None, gt=0, le=1024)
@@ -149,7 +152,7 @@ class TrainConfig(_Strict):
                                               or self.device.startswith("cuda:")):
             raise ValueError(f"device: {self.device!r} is not a torch device (auto, cpu, cuda, cuda:N, mps)")
         if self.framework == "keras" and not (self.device in ("auto", "cpu", "gpu") or self.device.startswith("gpu:")):
-            raise ValueError(f"device: {self.device!r} is not a TensorFlow device (auto, cpu, gpu, gpu:N)")
+            raise ValueError(f"device: {self.device!r} is not a Keras device (auto, cpu, gpu, gpu:N)")
         from alexbench.models import MODELS, check_input_size
 
         if self.model in MODELS:  # a size the model's layers cannot take is refused here, not at fc6

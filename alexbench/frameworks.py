@@ -7,6 +7,7 @@ backend before Keras is imported, so every module gets the frameworks from here.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import sys
@@ -87,12 +88,62 @@ def import_torch(threads: int | None = None) -> Any:
     return torch
 
 
-def import_keras(threads: int | None = None) -> Any:
-    """Import Keras 3 on the TensorFlow backend, quietly."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+KERAS_BACKENDS: tuple[str, ...] = ("tensorflow", "jax", "torch")
+#: what to install for each backend that is not a core dependency
+_BACKEND_INSTALL = {"jax": "pip install 'jax[cpu]==0.10.2' (or alexbench's [jax] extra)"}
+
+
+def keras_backend_in_process() -> str | None:
+    """The backend Keras runs on in this process, or None while Keras is not imported yet."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return None
+    return keras.backend.backend()
+
+
+def can_use_keras_backend(backend: str) -> bool:
+    """True when this process can run Keras on ``backend``: Keras is not imported yet, or runs on it already.
+
+    Keras reads ``KERAS_BACKEND`` once, at import time; another backend needs another process.
+    """
+    return keras_backend_in_process() in (None, backend)
+
+
+def check_keras_backend(backend: str, field: str = "keras_backend") -> None:
+    """Refuse an unknown backend, or one whose library is not installed, with one clear line."""
+    from alexbench.errors import UserError
+
+    if backend not in KERAS_BACKENDS:
+        raise UserError(f"{field}: unknown Keras backend {backend!r} (choose from {', '.join(KERAS_BACKENDS)})")
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    if importlib.util.find_spec(module) is None:
+        hint = _BACKEND_INSTALL.get(backend, f"pip install {module}")
+        raise UserError(f"{field}: {backend!r} needs the {module} package, which is not installed; {hint}")
+
+
+def import_keras(threads: int | None = None, backend: str | None = None) -> Any:
+    """Import Keras 3, quietly, on ``backend`` (default: ``$KERAS_BACKEND``, else TensorFlow).
+
+    Raises UserError when Keras already runs on another backend in this process (the
+    caller then needs a child process, see :mod:`alexbench.backend_process`).
+    """
+    from alexbench.errors import UserError
+
+    want = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    have = keras_backend_in_process()
+    if have is not None:
+        if backend is not None and have != backend:
+            raise UserError(f"keras_backend: {backend!r} asked for, but this process already runs Keras on "
+                            f"{have!r}; Keras reads its backend once per process")
+        set_threads(threads or _threads_set)
+        return sys.modules["keras"]
+    check_keras_backend(want, "keras_backend" if backend else "KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = want
     if not native_logs_wanted():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # INFO and WARNING after absl's start
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if want == "jax":
+        _set_xla_threads(threads or _threads_set or _default_threads())
     # Load torch and torchvision before TensorFlow: the other order crashes (SIGSEGV) when
     # torchvision later pulls in triton through torch._dynamo (porting and parity import it).
     # Seen with torch 2.14.1 + torchvision 0.29.1 + TF 2.21.
@@ -102,15 +153,23 @@ def import_keras(threads: int | None = None) -> Any:
     except ImportError:
         pass
     with _quiet_native_stderr():
-        import tensorflow as tf  # noqa: F401
+        if want == "tensorflow":
+            import tensorflow as tf  # noqa: F401
         import keras
 
-    if keras.backend.backend() != "tensorflow":
-        from alexbench.errors import UserError
-
-        raise UserError(f"KERAS_BACKEND={keras.backend.backend()}: alexbench's keras engine needs 'tensorflow'")
+    if keras.backend.backend() != want:  # pragma: no cover - keras's own config file overrode the variable
+        raise UserError(f"keras_backend: asked for {want!r} but Keras started on {keras.backend.backend()!r} "
+                        "(check ~/.keras/keras.json)")
     set_threads(threads or _threads_set)
     return keras
+
+
+def _set_xla_threads(n: int) -> None:
+    """XLA's CPU thread pool size, read once when JAX starts its CPU client."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'} " \
+                                  f"intra_op_parallelism_threads={n}".strip()
 
 
 def cpu_has_bf16() -> bool:
