@@ -1,18 +1,18 @@
-"""Keras 3 (TensorFlow backend) engine: build, one optimizer step, evaluate, checkpoint.
+"""Keras 3 engine on the TensorFlow, JAX or torch backend: build, one optimizer step, evaluate, checkpoint.
 
-The optimizer update is written out here, with PyTorch's exact semantics (SGD with
-the momentum buffer ``b = m*b + g``, Adam with torch's epsilon placement, AdamW's
-decoupled decay), rather than taken from ``keras.optimizers``: Keras's SGD folds the
-learning rate into its velocity, which differs from torch's whenever the learning
-rate changes, i.e. under every schedule. Identical recipes need identical updates.
+The backend is the config's ``keras_backend``. Keras reads it once per process, at
+import time (see :mod:`alexbench.backend_process` for how another backend gets its own
+process). The steps are written once in ``keras.ops`` with a small per-backend gradient
+builder (:mod:`alexbench.engines.keras_steps`); the optimizer update is written out
+with PyTorch's exact semantics, so identical recipes get identical updates on every
+backend and in both frameworks.
 
-Fast paths: the ``mixed_bfloat16`` policy where the CPU has native bf16 (or on GPU),
-a traced ``tf.function`` step, optional XLA (``compile: true``), and batches prepared
-in a background thread by the shared stream.
+Fast paths: the ``mixed_bfloat16`` policy where the CPU has native bf16 (or on GPU);
+compiled steps where they are faster (``compile``, default per backend: see
+:data:`COMPILE_DEFAULT`); batches prepared in a background thread by the shared stream.
 """
 
 from __future__ import annotations
-
 
 import numpy as np
 
@@ -25,38 +25,62 @@ from alexbench.frameworks import cpu_has_bf16, import_keras
 
 _FORMAT = "alexbench-keras-checkpoint-v1"
 
+#: ``compile`` when the config leaves it unset: the faster choice measured on each backend
+#: (BENCHMARKS.md, "Keras backends: compiled or eager steps").
+COMPILE_DEFAULT = {"tensorflow": False, "jax": True, "torch": False}
+
 
 class KerasEngine:
     framework = "keras"
 
     def __init__(self, cfg: TrainConfig, num_classes: int, norm: Normalization, input_size: int) -> None:
         self.cfg = cfg
+        self.backend = cfg.keras_backend
         self.num_classes = num_classes
         self.norm = norm
         self.input_size = input_size
-        self.keras = import_keras(cfg.threads)
-        import tensorflow as tf
-
-        self.tf = tf
+        self.keras = import_keras(cfg.threads, backend=self.backend)
         self.device = self._pick_device(cfg.device)
+        self.notes: list[str] = []
         self.precision = self._pick_precision(cfg.precision)
+        self.compiled = COMPILE_DEFAULT[self.backend] if cfg.compile is None else bool(cfg.compile)
         self.model = None
 
+    # -- device and dtype, chosen in one place -------------------------------------------------
+    def _gpu_count(self) -> int:
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            return len(tf.config.list_physical_devices("GPU"))
+        if self.backend == "jax":
+            import jax
+
+            return sum(d.platform == "gpu" for d in jax.devices())
+        import torch
+
+        return torch.cuda.device_count()
+
     def _pick_device(self, want: str) -> str:
-        gpus = self.tf.config.list_physical_devices("GPU")
+        """A ``keras.device`` name: ``cpu:0`` (``cpu`` on torch) or ``gpu:N``."""
+        gpus = self._gpu_count() if want != "cpu" else 0
+        # Keras's torch backend moves each new variable to the scope's device: "cpu:0" is not
+        # torch's name for the CPU, so every variable would be copied and lose its Parameter type
+        cpu = "cpu" if self.backend == "torch" else "cpu:0"
         if want == "auto":
-            return "/GPU:0" if gpus else "/CPU:0"
+            return "gpu:0" if gpus else cpu
         if want.startswith("gpu"):
             idx = int(want.split(":")[1]) if ":" in want else 0
-            if idx >= len(gpus):
-                raise UserError(f"device: {want!r} asked for but TensorFlow sees {len(gpus)} GPU(s)")
-            return f"/GPU:{idx}"
-        return "/CPU:0"
+            if idx >= gpus:
+                raise UserError(f"device: {want!r} asked for but Keras ({self.backend}) sees {gpus} GPU(s)")
+            return f"gpu:{idx}"
+        return cpu
 
     def _pick_precision(self, want: str) -> str:
-        on_gpu = self.device.startswith("/GPU")
+        on_gpu = self.device.startswith("gpu")
         bf16_ok = on_gpu or cpu_has_bf16()
         if want == "auto":
+            if not bf16_ok:
+                self.notes.append("precision auto: fp32, because this CPU has no native bf16 (AVX512-BF16/AMX)")
             return "bf16" if bf16_ok else "fp32"
         if want == "bf16" and not bf16_ok:
             raise UserError("precision: bf16 asked for but this CPU has no native bf16 (AVX512-BF16/AMX); use fp32")
@@ -66,41 +90,50 @@ class KerasEngine:
 
     # -- build -------------------------------------------------------------------------------
     def build(self) -> None:
-        keras, tf, cfg = self.keras, self.tf, self.cfg
+        keras, cfg = self.keras, self.cfg
         from alexbench.models import create_model
 
         if cfg.deterministic:
-            tf.config.experimental.enable_op_determinism()
+            self._set_deterministic()
         keras.utils.set_random_seed(cfg.seed)
         policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[self.precision]
         keras.mixed_precision.set_global_policy(policy)
         try:
-            with tf.device(self.device):
+            with keras.device(self.device):
                 self.model = create_model(cfg.model, "keras", num_classes=self.num_classes,
                                           pretrained=cfg.pretrained, weights=cfg.weights,
                                           input_size=self.input_size, **cfg.model_options)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-        self.mean = tf.constant(self.norm.mean, tf.float32)
-        self.std = tf.constant(self.norm.std, tf.float32)
-        o = cfg.optimizer
-        # optimizer state, keyed by variable path so freezing/unfreezing keeps it
-        self._slots: dict[str, list] = {}
-        with tf.device(self.device):
-            for v in self.model.trainable_variables:
-                n = 2 if o.name in ("adam", "adamw") else 1
-                self._slots[v.path] = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for _ in range(n)]
-            self._t = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self._lr = tf.Variable(o.lr, dtype=tf.float32, trainable=False)
-        self._loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
-        self._loss_scale = 2.0 ** 12 if self.precision == "fp16" else 1.0
+        with keras.device(self.device):
+            self.mean = keras.ops.convert_to_tensor(np.asarray(self.norm.mean, np.float32))
+            self.std = keras.ops.convert_to_tensor(np.asarray(self.norm.std, np.float32))
+            # optimizer state, keyed by variable path so freezing/unfreezing keeps it
+            n = 2 if cfg.optimizer.name in ("adam", "adamw") else (1 if cfg.optimizer.momentum > 0 else 0)
+            self.slots: dict[str, list] = {
+                v.path: [keras.Variable(np.zeros(v.shape, v.dtype), trainable=False, name=f"slot{j}")
+                         for j in range(n)]
+                for v in self.model.trainable_variables}
+        self.step_count = 0  # optimizer steps taken (Adam's bias correction); saved as opt_t
+        self.loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing)
+        self.loss_scale = 2.0 ** 12 if self.precision == "fp16" else 1.0
         self._make_fns()
 
+    def _set_deterministic(self) -> None:
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        elif self.backend == "torch":
+            import torch
+
+            torch.use_deterministic_algorithms(True, warn_only=False)
+        # JAX on CPU: XLA's CPU kernels are deterministic already
+
     def _make_fns(self) -> None:
-        tf = self.tf
-        jit = bool(self.cfg.compile)
-        self._train_fn = tf.function(self._train_step, jit_compile=jit, reduce_retracing=True)
-        self._eval_fn = tf.function(self._eval_step, jit_compile=jit, reduce_retracing=True)
+        from alexbench.engines.keras_steps import BUILDERS
+
+        self._train_fn, self._eval_fn = BUILDERS[self.backend](self)
 
     def params(self) -> tuple[int, int]:
         from alexbench.models import count_params
@@ -110,101 +143,28 @@ class KerasEngine:
     def set_base_trainable(self, trainable: bool) -> None:
         from alexbench.models import head_layer_names, set_base_trainable
 
-        set_base_trainable(self.model, "keras", trainable, head_layer_names(self.cfg.model))
+        set_base_trainable(self.model, "keras", trainable, head_layer_names(self.cfg.model))  # slots exist for every variable: built unfrozen
         self._make_fns()  # the trainable set changed: retrace
 
     def train_mode(self) -> None:
         """Keras picks train/inference behaviour per call (training=True/False); nothing to do."""
 
     # -- steps -------------------------------------------------------------------------------
-    def _prep(self, x_u8):  # noqa: ANN001, ANN202
-        tf = self.tf
-        x = tf.cast(x_u8, tf.float32)
-        if self.norm.bgr:
-            x = x[..., ::-1]
-        x = (x - self.mean) / self.std
-        if x.shape[1] != self.input_size or x.shape[2] != self.input_size:
-            # whole-batch bilinear resize, half-pixel centres, no antialias (== torch interpolate bilinear)
-            x = tf.image.resize(x, (self.input_size, self.input_size), method="bilinear", antialias=False)
-        return x
-
-    def _train_step(self, x_u8, y):  # noqa: ANN001, ANN202
-        tf = self.tf
-        model = self.model
-        tvars = model.trainable_variables
-        x = self._prep(x_u8)
-        y_onehot = tf.one_hot(y, self.num_classes)
-        with tf.GradientTape() as tape:
-            logits = tf.cast(model(x, training=True), tf.float32)
-            loss = self._loss(y_onehot, logits)
-            scaled = loss * self._loss_scale
-        grads = tape.gradient(scaled, tvars)
-        if self._loss_scale != 1.0:
-            grads = [g / self._loss_scale for g in grads]
-            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-            # as torch's GradScaler: an overflowed fp16 step changes nothing (weights, momentum, step count)
-            tf.cond(finite, lambda: self._apply(tvars, grads), lambda: tf.constant(False))
-        else:
-            self._apply(tvars, grads)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int64), y), tf.int64))
-        return loss, correct
-
-    def _apply(self, tvars, grads):  # noqa: ANN001, ANN202
-        """The optimizer update, torch's semantics; returns True (a value for tf.cond)."""
-        tf, o = self.tf, self.cfg.optimizer
-        lr = self._lr
-        self._t.assign_add(1)
-        t = tf.cast(self._t, tf.float32)
-        for v, g in zip(tvars, grads):
-            g = tf.cast(g, v.dtype)
-            slots = self._slots[v.path]
-            if o.name == "sgd":
-                if o.weight_decay:
-                    g = g + o.weight_decay * v  # coupled L2, as torch.optim.SGD
-                if o.momentum > 0:
-                    b = slots[0]
-                    # torch initialises the buffer to g on the first step: m*0 + g is the same
-                    b.assign(o.momentum * b + g)
-                    d = g + o.momentum * b if o.nesterov else b
-                else:
-                    d = g
-                v.assign_sub(lr * d)
-            else:
-                m, s = slots
-                if o.name == "adamw" and o.weight_decay:
-                    v.assign(v * (1.0 - lr * o.weight_decay))  # decoupled, as torch.optim.AdamW
-                elif o.weight_decay:
-                    g = g + o.weight_decay * v  # coupled L2, as torch.optim.Adam
-                b1, b2 = o.betas
-                m.assign(b1 * m + (1 - b1) * g)
-                s.assign(b2 * s + (1 - b2) * tf.square(g))
-                bc1 = 1 - tf.pow(b1, t)
-                bc2 = 1 - tf.pow(b2, t)
-                denom = tf.sqrt(s) / tf.sqrt(bc2) + o.eps
-                v.assign_sub((lr / bc1) * m / denom)
-        return tf.constant(True)
-
-    def _eval_step(self, x_u8, y):  # noqa: ANN001, ANN202
-        tf = self.tf
-        x = self._prep(x_u8)
-        logits = tf.cast(self.model(x, training=False), tf.float32)
-        if self.cfg.tta_flip:
-            logits = 0.5 * (logits + tf.cast(self.model(x[:, :, ::-1, :], training=False), tf.float32))
-        loss_sum = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        return tf.nn.softmax(logits, axis=1), loss_sum
-
     def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> tuple[float, int]:
-        self._lr.assign(lr)
-        with self.tf.device(self.device):
-            loss, correct = self._train_fn(xb, yb)
+        self.step_count += 1
+        lr_t = np.float32(lr)
+        t = np.float32(self.step_count)
+        with self.keras.device(self.device):
+            loss, correct = self._train_fn(xb, yb.astype(np.int32), lr_t, t)
         return float(loss), int(correct)
 
     def predict(self, batches) -> tuple[np.ndarray, float]:  # noqa: ANN001
+        ops = self.keras.ops
         out, loss_sum, n = [], 0.0, 0
-        with self.tf.device(self.device):
+        with self.keras.device(self.device):
             for xb, yb in batches:
-                probs, ls = self._eval_fn(xb, yb)
-                out.append(probs.numpy())
+                probs, ls = self._eval_fn(xb, yb.astype(np.int32))
+                out.append(np.asarray(ops.convert_to_numpy(probs), np.float32))
                 loss_sum += float(ls)
                 n += len(yb)
         probs = np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
@@ -213,12 +173,13 @@ class KerasEngine:
     # -- checkpoints: a plain .npz (no pickle), written by the caller atomically ---------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}
+        to_np = self.keras.ops.convert_to_numpy
         for i, v in enumerate(self.model.variables):
-            arrays[f"model/{i:04d}"] = np.asarray(v.numpy())
-        for path, slots in self._slots.items():
+            arrays[f"model/{i:04d}"] = np.asarray(to_np(v.value))
+        for path, slots in self.slots.items():
             for j, s in enumerate(slots):
-                arrays[f"opt/{path}/{j}"] = np.asarray(s.numpy())
-        arrays["opt_t"] = np.asarray(self._t.numpy())
+                arrays[f"opt/{path}/{j}"] = np.asarray(to_np(s.value))
+        arrays["opt_t"] = np.asarray(self.step_count, np.int64)
         return arrays
 
     def save(self, path: str, meta: dict) -> None:
@@ -248,7 +209,7 @@ class KerasEngine:
     def load(self, path: str) -> dict:
         data = self._read(path)
         meta = ckpt.resume_meta(path, data["meta"])
-        slots = [(s, data[f"opt/{p}/{j}"], f"opt/{p}/{j}") for p, ss in self._slots.items() for j, s in enumerate(ss)
+        slots = [(s, data[f"opt/{p}/{j}"], f"opt/{p}/{j}") for p, ss in self.slots.items() for j, s in enumerate(ss)
                  if f"opt/{p}/{j}" in data]
         for s, arr, key in slots:  # all checked before anything is assigned
             if tuple(arr.shape) != tuple(s.shape) or arr.dtype.kind != "f":
@@ -257,7 +218,7 @@ class KerasEngine:
         self._load_model_vars(path, data)
         for s, arr, _ in slots:
             s.assign(arr)
-        self._t.assign(int(data["opt_t"]))
+        self.step_count = int(data["opt_t"])
         return meta
 
     def load_weights_only(self, path: str, data: dict | None = None) -> dict:
