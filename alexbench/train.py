@@ -36,7 +36,7 @@ WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, al
 
 
 def entry_label(cfg: TrainConfig) -> str:
-    return rundir.entry_label(cfg.model, cfg.framework, cfg.pretrained, cfg.seed)
+    return rundir.entry_label(cfg.model, cfg.framework, cfg.pretrained, cfg.seed, cfg.keras_backend)
 
 
 def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # noqa: ANN001 - source or Dataset
@@ -55,6 +55,15 @@ def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # 
     A run that fails before its first checkpoint removes the files it wrote and the folders it
     created, unless ``keep_failed`` (``alexbench run`` records the failure in the entry's folder).
     """
+    from alexbench.backend_process import needs_child, run_config, train_in_child
+
+    run_cfg = run_config(cfg, Path(out_dir), resume)
+    if needs_child(run_cfg):  # Keras already runs on another backend in this process (refused: a missing one)
+        if hooks is not None:
+            raise ValueError("hooks cannot watch a Keras run that trains in a child process (another backend)")
+        quiet = bool(os.environ.get("ALEXBENCH_QUIET")) if quiet is None else quiet
+        return train_in_child(run_cfg, ensure_folder(out_dir, "--out"), data=data, resume=resume,
+                              on_epoch_end=on_epoch_end, quiet=quiet, force=force)
     dist = distributed.setup(cfg)
     try:
         if not dist.is_main:
@@ -145,7 +154,9 @@ def _train_locked(cfg: TrainConfig | None, out: Path, data,  # noqa: ANN001
     inference = rundir.preprocessing(norm, input_size, splits.x_train.shape[1:3], splits.classes, cfg.tta_flip)
     engine.build()
     trainable, total = engine.params()
-    flops = flops_per_image(cfg.model, len(splits.classes), input_size=input_size, **cfg.model_options)
+    # counted on the run's own framework (equal in both: parity checks it); a Keras run needs no torch
+    flops = flops_per_image(cfg.model, len(splits.classes), cfg.framework, input_size=input_size,
+                            **cfg.model_options)
     stream = BatchStream(splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, augment=cfg.augment.enabled,
                          pad=cfg.augment.crop_padding, flip=cfg.augment.flip, rank=dist.rank,
                          world_size=dist.world_size)
@@ -167,8 +178,11 @@ def _train_locked(cfg: TrainConfig | None, out: Path, data,  # noqa: ANN001
         "images_per_epoch": min(steps * cfg.batch_size, len(splits.y_train)),
     }
     log(f"{entry_label(cfg)}: {total:,} params, {flops / 1e6:.1f} MFLOPs/image, input {input_size}px, "
-        f"{engine.device} {engine.precision}, {len(splits.y_train)} train / {len(splits.y_val)} val / "
+        f"{engine.device} {engine.precision}{' compiled' if getattr(engine, 'compiled', False) else ''}, "
+        f"{len(splits.y_train)} train / {len(splits.y_val)} val / "
         f"{len(splits.y_test)} test from {ds.name}{dist.describe(cfg.batch_size, threads)}")
+    for note in getattr(engine, "notes", ()):
+        log(note)
     _state(out, "running", prog.epoch, cfg.epochs, dataset={"name": ds.name, "source": ds.source, "sha256": ds.sha256})
     from alexbench.monitor import RunMonitors
 
@@ -379,7 +393,8 @@ def _finish(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
     data_share = prog.data_seconds / prog.step_seconds if prog.step_seconds > 0 else None
     trainable, total = info["params"]
     metrics = {
-        "model": cfg.model, "framework": cfg.framework, "pretrained": cfg.pretrained, "entry": info["entry"],
+        "model": cfg.model, "framework": cfg.framework, "backend": rundir.run_backend(cfg.framework, cfg.keras_backend),
+        "pretrained": cfg.pretrained, "entry": info["entry"],
         "seed": cfg.seed, "dataset": dataset, "params_trainable": int(trainable), "params_total": int(total),
         "flops_per_image": int(info["flops"]),
         "train_flops": train_flops(info["flops"], info["images_per_epoch"], len(prog.history)),
