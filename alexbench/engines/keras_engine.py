@@ -173,14 +173,21 @@ class KerasEngine:
     # -- checkpoints: a plain .npz (no pickle), written by the caller atomically ---------------
     def _state_arrays(self) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}
-        to_np = self.keras.ops.convert_to_numpy
         for i, v in enumerate(self.model.variables):
-            arrays[f"model/{i:04d}"] = np.asarray(to_np(v.value))
+            arrays[f"model/{i:04d}"] = self._numpy(v)
         for path, slots in self.slots.items():
             for j, s in enumerate(slots):
-                arrays[f"opt/{path}/{j}"] = np.asarray(to_np(s.value))
+                arrays[f"opt/{path}/{j}"] = self._numpy(s)
         arrays["opt_t"] = np.asarray(self.step_count, np.int64)
         return arrays
+
+    def _numpy(self, v) -> np.ndarray:  # noqa: ANN001 - a keras.Variable
+        """A variable's value as numpy, by each backend's own route (the generic one warns under numpy 2)."""
+        if self.backend == "tensorflow":
+            return np.asarray(v.numpy())
+        if self.backend == "torch":
+            return v.value.detach().cpu().numpy()
+        return np.asarray(v.value)
 
     def save(self, path: str, meta: dict) -> None:
         arrays = self._state_arrays()
