@@ -151,11 +151,11 @@ class KerasEngine:
 
     # -- steps -------------------------------------------------------------------------------
     def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> tuple[float, int]:
-        self.step_count += 1
-        lr_t = np.float32(lr)
-        t = np.float32(self.step_count)
         with self.keras.device(self.device):
-            loss, correct = self._train_fn(xb, yb.astype(np.int32), lr_t, t)
+            loss, correct, applied = self._train_fn(xb, yb.astype(np.int32), np.float32(lr),
+                                                    np.float32(self.step_count + 1))
+        if applied is None or bool(applied):  # a skipped fp16 step does not count (as torch's GradScaler)
+            self.step_count += 1
         return float(loss), int(correct)
 
     def predict(self, batches) -> tuple[np.ndarray, float]:  # noqa: ANN001

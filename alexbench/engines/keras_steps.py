@@ -11,9 +11,11 @@ compiling differ, so each backend gets a small builder:
 - torch: autograd on the variables' torch tensors, eagerly (``compile``: ``torch.compile``
   of the forward pass and loss).
 
-Every builder returns ``train(x_u8, y, lr, t) -> (loss, correct)`` and
+Every builder returns ``train(x_u8, y, lr, t) -> (loss, correct, applied)`` and
 ``evaluate(x_u8, y) -> (probs, loss_sum)``; both read and write the engine's Keras
-variables, so checkpoints and evaluation never see backend-specific state.
+variables, so checkpoints and evaluation never see backend-specific state. Under fp16
+loss scaling, a step whose gradients are not finite changes nothing, as torch's
+GradScaler skips it; ``applied`` then says whether it counted (None: always).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def update(eng: Any, v: Any, g: Any, slots: list, lr: Any, t: Any) -> tuple[Any,
 
 
 def _skip_if(ops: Any, finite: Any, new: Any, old: Any) -> Any:
-    """Keep the old value when the gradients were not finite (fp16 loss-scale overflow)."""
+    """Keep the old value when the gradients were not finite (fp16 loss-scale overflow): the step changes nothing."""
     return new if finite is None else ops.where(finite, new, old)
 
 
@@ -117,7 +119,7 @@ def tensorflow_steps(eng: Any) -> StepFns:
             v.assign(_skip_if(ops, finite, new_v, v.value))
             for s, n in zip(slots, new_s):
                 s.assign(_skip_if(ops, finite, n, s.value))
-        return loss, correct
+        return loss, correct, finite
 
     def evaluate(x_u8, y):  # noqa: ANN001, ANN202
         return _eval_outputs(eng, lambda x: model(x, training=False), x_u8, y)
@@ -150,7 +152,8 @@ def jax_steps(eng: Any) -> StepFns:
             nv, ns = update(eng, v, g, slots, lr, t)
             new_t.append(_skip_if(ops, finite, nv, v))
             new_s.append([_skip_if(ops, finite, n, s) for n, s in zip(ns, slots)])
-        return new_t, new_nt, new_s, loss, correct
+        # BatchNorm statistics and dropout seeds move on even in a skipped step, as in torch and TF
+        return new_t, new_nt, new_s, loss, correct, finite
 
     def pure_eval(tvals, ntvals, x_u8, y):  # noqa: ANN001, ANN202
         return _eval_outputs(eng, lambda x: model.stateless_call(tvals, ntvals, x, training=False)[0], x_u8, y)
@@ -163,7 +166,7 @@ def jax_steps(eng: Any) -> StepFns:
     def train(x_u8, y, lr, t):  # noqa: ANN001, ANN202
         tvars, ntvars = model.trainable_variables, model.non_trainable_variables
         slot_vars = [eng.slots[v.path] for v in tvars]
-        new_t, new_nt, new_s, loss, correct = pure_train(
+        new_t, new_nt, new_s, loss, correct, finite = pure_train(
             [v.value for v in tvars], [v.value for v in ntvars], [[s.value for s in ss] for ss in slot_vars],
             x_u8, y, lr, t)
         for v, val in zip(tvars, new_t):
@@ -173,7 +176,7 @@ def jax_steps(eng: Any) -> StepFns:
         for ss, vals in zip(slot_vars, new_s):
             for s, val in zip(ss, vals):
                 s.assign(val)
-        return loss, correct
+        return loss, correct, finite
 
     def evaluate(x_u8, y):  # noqa: ANN001, ANN202
         return pure_eval([v.value for v in model.trainable_variables],
@@ -208,7 +211,7 @@ def torch_steps(eng: Any) -> StepFns:
                 v.assign(_skip_if(ops, finite, new_v, v.value))
                 for s, n in zip(slots, new_s):
                     s.assign(_skip_if(ops, finite, n, s.value))
-        return loss.detach(), correct
+        return loss.detach(), correct, finite
 
     def evaluate(x_u8, y):  # noqa: ANN001, ANN202
         with torch.no_grad():
