@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--batch", type=_int_in(1, 1024), default=4, help="random images compared (default: 4)")
     pa.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
                     help="seed of the weights and the images (default: 0)")
+    pa.add_argument("--keras-backends", default=None, metavar="B,B,...",
+                    help="compare Keras on these backends (tensorflow,jax,torch), each in its own process, "
+                         "with each other and with native PyTorch")
 
     def add_data_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data", default=None, help="dataset source (see `alexbench data`)")

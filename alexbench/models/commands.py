@@ -80,12 +80,39 @@ def _print_result(r: dict[str, Any]) -> None:
     print(f"  {'PASS' if r['passed'] else 'FAIL'} (tolerance {r['tol']:g})")
 
 
+_BACKEND_NAMES = {"tensorflow": "Keras (TensorFlow)", "jax": "Keras (JAX)", "torch": "Keras (torch)"}
+
+
+def _print_backends_result(r: dict[str, Any]) -> None:
+    opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+    print(f"parity {r['model']}{f' ({opts})' if opts else ''} across Keras backends: {r['num_classes']} classes, "
+          f"batch {r['batch']}, seed {r['seed']}, fp32, eval mode (max |logit| = {r['max_abs_logit']:.3e})")
+    for b in r["backends"]:
+        own = r["own"][b]
+        print(f"  {_BACKEND_NAMES[b]:<19} vs PyTorch  max |logit diff| = {r['vs_torch'][b]:.3e}   "
+              f"({own['source']}; in this backend torch->keras {own['check']['torch_to_keras']:.1e}, "
+              f"keras->torch {own['check']['keras_to_torch']:.1e})")
+    for pair, d in r["between"].items():
+        a, b = pair.split("/")
+        print(f"  {_BACKEND_NAMES[a]} vs {_BACKEND_NAMES[b]}  max |logit diff| = {d:.3e}")
+    print(f"  {'PASS' if r['passed'] else 'FAIL'} (tolerance {r['tol']:g})")
+
+
 def parity_command(args: argparse.Namespace) -> int:
-    """Run the parity check for ``args.model`` (every structural variant, e.g. each norm); 0 on pass, 1 on fail."""
+    """Run the parity check for ``args.model`` (every structural variant, e.g. each norm); 0 on pass, 1 on fail.
+
+    With ``--keras-backends``, across those Keras backends (each in a child process) and native PyTorch.
+    """
     from alexbench.models import get_spec
-    from alexbench.models.parity import check
+    from alexbench.models.parity import check, check_backends
 
     spec = get_spec(args.model)
+    if args.keras_backends:
+        results = check_backends(args.model, [b.strip() for b in args.keras_backends.split(",") if b.strip()],
+                                 num_classes=args.num_classes, batch=args.batch, seed=args.seed)
+        for r in results:
+            _print_backends_result(r)
+        return 0 if all(r["passed"] for r in results) else 1
     ok = True
     for variant in spec.parity_variants:
         result = check(args.model, num_classes=args.num_classes, batch=args.batch, seed=args.seed, **variant)

@@ -8,10 +8,26 @@ statistics and affine parameters are set to random non-trivial values. Fresh one
 (mean 0, variance 1, gamma 1, beta 0) would let a BatchNorm porting bug go unseen.
 The check passes when both maximum absolute logit differences are <= ``TOL`` and the
 parameter counts and FLOPs are equal.
+
+:func:`check_backends` does the same across Keras backends. Keras reads its backend
+once per process, so each backend runs in a child process (``python -m
+alexbench.models.parity``); they exchange weights and logits through ``.npz`` files in a
+temporary folder. This process builds the seeded torch model and its reference
+logits. The first backend ports those weights into Keras; every later backend loads
+the first one's Keras weights as they are. Each backend's logits must be within
+``TOL`` of the native torch model's and of every other backend's, and each backend
+also passes :func:`check` (both directions) on its own.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,7 +77,8 @@ def _torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _keras_logits(model: Any, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model(x.transpose(0, 2, 3, 1), training=False), dtype=np.float32)  # NCHW -> NHWC
+    out = model(x.transpose(0, 2, 3, 1), training=False)  # NCHW -> NHWC
+    return np.asarray(import_keras().ops.convert_to_numpy(out), dtype=np.float32)
 
 
 def check(name: str, num_classes: int = 10, batch: int = 4, seed: int = 0, input_size: int | None = None,
@@ -115,3 +132,119 @@ def check(name: str, num_classes: int = 10, batch: int = 4, seed: int = 0, input
         "relative": max(d_tk, d_kt) / scale if scale > 0 else float("inf"),
         "params": params, "flops": flops, "tol": TOL, "passed": bool(passed),
     }
+
+
+# ------------------------------------------------------------------------------ across backends
+def _variant_id(name: str, options: dict[str, Any]) -> str:
+    return name + "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+
+
+def _reference(name: str, options: dict[str, Any], num_classes: int, batch: int, seed: int,
+               path: Path) -> np.ndarray:
+    """Seeded torch model with random BatchNorm values and a fixed batch, saved to ``path``; returns its logits."""
+    torch = import_torch()
+    rng = np.random.default_rng(seed)
+    size = get_spec(name).input_size
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)  # NCHW
+    torch.manual_seed(seed)
+    tm = create_model(name, "torch", num_classes, **options)
+    _randomise_torch_bn(tm, rng)
+    state = {f"torch/{k}": v.detach().cpu().numpy() for k, v in tm.state_dict().items()}
+    with open(path, "wb") as fh:
+        np.savez(fh, x=x, **state)
+    return _torch_logits(tm, x)
+
+
+def _child(spec: dict[str, Any]) -> None:
+    """One backend: logits of the shared weights for every item, plus :func:`check` in this backend."""
+    torch = import_torch()
+    import_keras()
+    results = {}
+    for item in spec["items"]:
+        name, options = item["name"], item["options"]
+        with np.load(item["reference"], allow_pickle=False) as ref:
+            x = ref["x"]
+            state = {k[len("torch/"):]: torch.from_numpy(ref[k]) for k in ref.files if k.startswith("torch/")}
+        km = create_model(name, "keras", spec["num_classes"], **options)
+        if Path(item["keras_weights"]).exists():  # an earlier backend's Keras weights, as they are
+            with np.load(item["keras_weights"], allow_pickle=False) as w:
+                km.set_weights([w[f"w{i:04d}"] for i in range(len(w.files))])
+            source = "keras weights of the first backend"
+        else:
+            tm = create_model(name, "torch", spec["num_classes"], **options)
+            tm.load_state_dict(state)
+            port.torch_to_keras(tm, km)
+            with open(item["keras_weights"], "wb") as fh:
+                np.savez(fh, **{f"w{i:04d}": a for i, a in enumerate(km.get_weights())})
+            source = "ported from the torch model"
+        with open(item["logits"], "wb") as fh:
+            np.savez(fh, logits=_keras_logits(km, x))
+        del km
+        own = check(name, spec["num_classes"], len(x), spec["seed"], **options)
+        results[item["id"]] = {"source": source, "check": own}
+    Path(spec["result"]).write_text(json.dumps(results))
+
+
+def check_backends(names: str | list[str], backends: list[str], num_classes: int = 10, batch: int = 4,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """Compare Keras logits across ``backends`` and against the native torch model, for every parity variant.
+
+    Returns one dict per (model, variant): ``vs_torch`` (backend -> max abs logit
+    difference to native torch), ``between`` ("a/b" -> max abs difference), ``own``
+    (backend -> that backend's :func:`check` result), ``max_abs_logit``, ``tol`` and ``passed``.
+    """
+    from alexbench.errors import UserError
+    from alexbench.frameworks import check_keras_backend
+
+    names = [names] if isinstance(names, str) else list(names)
+    if not backends or len(set(backends)) != len(backends):
+        raise UserError(f"--keras-backends: name each backend once (got {','.join(backends)!r})")
+    for b in backends:
+        check_keras_backend(b, "--keras-backends")
+    if batch < 1:
+        raise UserError(f"parity: batch must be >= 1 (got {batch})")
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    with tempfile.TemporaryDirectory(prefix="alexbench-parity-") as tmp:
+        items, refs = [], {}
+        for name in names:
+            for options in get_spec(name).parity_variants:
+                vid = _variant_id(name, options)
+                ref_path = Path(tmp) / f"{vid}-reference.npz"
+                refs[vid] = _reference(name, options, num_classes, batch, seed, ref_path)
+                items.append({"id": vid, "name": name, "options": options, "reference": str(ref_path),
+                              "keras_weights": str(Path(tmp) / f"{vid}-keras-weights.npz")})
+        logits: dict[str, dict[str, np.ndarray]] = {it["id"]: {} for it in items}
+        own: dict[str, dict[str, Any]] = {it["id"]: {} for it in items}
+        for b in backends:
+            spec = {"num_classes": num_classes, "seed": seed, "result": str(Path(tmp) / f"result-{b}.json"),
+                    "items": [{**it, "logits": str(Path(tmp) / f"{it['id']}-logits-{b}.npz")} for it in items]}
+            spec_path = Path(tmp) / f"spec-{b}.json"
+            spec_path.write_text(json.dumps(spec))
+            env = {**os.environ, "KERAS_BACKEND": b,
+                   "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+            proc = subprocess.run([sys.executable, "-m", "alexbench.models.parity", str(spec_path)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if proc.returncode != 0:
+                tail = proc.stdout.strip().splitlines()[-1:] or ["no output"]
+                raise RuntimeError(f"parity on the Keras {b} backend failed (exit {proc.returncode}): {tail[0]}")
+            result = json.loads(Path(spec["result"]).read_text())
+            for it in spec["items"]:
+                with np.load(it["logits"], allow_pickle=False) as f:
+                    logits[it["id"]][b] = f["logits"]
+                own[it["id"]][b] = result[it["id"]]
+    out = []
+    for it in items:
+        ref, lg = refs[it["id"]], logits[it["id"]]
+        vs_torch = {b: float(np.max(np.abs(lg[b] - ref))) for b in backends}
+        between = {f"{a}/{b}": float(np.max(np.abs(lg[a] - lg[b]))) for a, b in combinations(backends, 2)}
+        passed = (all(d <= TOL for d in vs_torch.values()) and all(d <= TOL for d in between.values())
+                  and all(o["check"]["passed"] for o in own[it["id"]].values()))
+        out.append({"model": it["name"], "options": it["options"], "num_classes": num_classes, "batch": batch,
+                    "seed": seed, "backends": list(backends), "vs_torch": vs_torch, "between": between,
+                    "own": own[it["id"]], "max_abs_logit": float(np.max(np.abs(ref))), "tol": TOL,
+                    "passed": bool(passed)})
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover - the child side of check_backends
+    _child(json.loads(Path(sys.argv[1]).read_text()))
