@@ -144,14 +144,15 @@ def import_keras(threads: int | None = None, backend: str | None = None) -> Any:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if want == "jax":
         _set_xla_threads(threads or _threads_set or _default_threads())
-    # Load torch and torchvision before TensorFlow: the other order crashes (SIGSEGV) when
-    # torchvision later pulls in triton through torch._dynamo (porting and parity import it).
-    # Seen with torch 2.14.1 + torchvision 0.29.1 + TF 2.21.
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-    except ImportError:
-        pass
+    if want == "tensorflow":
+        # Load torch and torchvision before TensorFlow: the other order crashes (SIGSEGV) when
+        # torchvision later pulls in triton through torch._dynamo (porting and parity import it).
+        # Seen with torch 2.14.1 + torchvision 0.29.1 + TF 2.21.
+        try:
+            import torch  # noqa: F401
+            import torchvision  # noqa: F401
+        except ImportError:
+            pass
     with _quiet_native_stderr():
         if want == "tensorflow":
             import tensorflow as tf  # noqa: F401

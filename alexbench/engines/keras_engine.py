@@ -179,6 +179,13 @@ class KerasEngine:
             for j, s in enumerate(slots):
                 arrays[f"opt/{path}/{j}"] = self._numpy(s)
         arrays["opt_t"] = np.asarray(self.step_count, np.int64)
+        if self.backend == "torch":
+            # Keras's torch backend draws unseeded dropout masks from torch's global generator
+            import torch
+
+            arrays["rng/torch"] = torch.get_rng_state().numpy()
+            if self.device.startswith("gpu"):
+                arrays["rng/cuda"] = torch.cuda.get_rng_state(int(self.device.split(":")[1])).numpy()
         return arrays
 
     def _numpy(self, v) -> np.ndarray:  # noqa: ANN001 - a keras.Variable
@@ -226,6 +233,16 @@ class KerasEngine:
         for s, arr, _ in slots:
             s.assign(arr)
         self.step_count = int(data["opt_t"])
+        rng = data.get("rng/torch")
+        if rng is not None and self.backend == "torch":
+            import torch
+
+            if rng.dtype != np.uint8 or rng.ndim != 1:
+                raise UserError(f"{path}: rng/torch: expected torch's generator state (uint8 bytes)")
+            torch.set_rng_state(torch.from_numpy(rng.copy()))
+            cuda = data.get("rng/cuda")
+            if cuda is not None and self.device.startswith("gpu"):
+                torch.cuda.set_rng_state(torch.from_numpy(cuda.copy()), int(self.device.split(":")[1]))
         return meta
 
     def load_weights_only(self, path: str, data: dict | None = None) -> dict:

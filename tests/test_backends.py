@@ -1,0 +1,135 @@
+"""Keras on the JAX and torch backends: end to end, SIGKILL and resume, parity, bad backends.
+
+This test process runs Keras on TensorFlow (imported below), so every JAX or torch
+run here goes through alexbench's child process, exactly as in ``alexbench run`` with
+several backends. The killed runs train in a fresh process of their own (tests/killrun.py).
+The TensorFlow backend's own kill/resume test is in test_train.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alexbench.errors import UserError
+from alexbench.frameworks import import_keras
+from alexbench.train import train
+from conftest import synthetic_dataset, tiny_config
+
+import_keras()  # TensorFlow in this process: the other backends must go through child processes
+
+#: evaluation in batches of 8 (one compiled shape) and no flip pass: keeps JAX's compiles few
+OVER = {"epochs": 2, "eval_batch_size": 8, "tta_flip": False}
+#: largest difference allowed between a resumed run and the uninterrupted one, over every learned
+#: number (losses, accuracies, test metrics, test probabilities). Measured: 0 on both backends
+#: (CPU, fp32, deterministic); the bound leaves room for float noise only.
+RESUME_BOUND = 1e-6
+TIMING = {"seconds", "elapsed_seconds", "images_per_second"}
+
+
+def _learned(run: Path) -> dict[str, np.ndarray]:
+    m = json.loads((run / "metrics.json").read_text())
+    t = m["test"]
+    out = {"test": np.array([t["accuracy"], t["loss"], t["macro_f1"], t["top5_accuracy"]]),
+           "epochs": np.array([[v for k, v in e.items() if k not in TIMING] for e in m["epochs"]], float)}
+    with np.load(run / "predictions.npz") as p:
+        out["probs"] = p["probs"]
+    return out
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_trains_end_to_end_and_resumes_after_sigkill(backend, tmp_path):
+    cfg = tiny_config("keras", keras_backend=backend, checkpoint_minutes=1e-6, **OVER)
+    rows: list[dict] = []
+    ref = train(cfg, tmp_path / "ref", data=synthetic_dataset(), on_epoch_end=lambda out, row: rows.append(row))
+    assert ref["framework"] == "keras" and ref["backend"] == backend
+    assert ref["system"]["versions"]["keras"] and (backend != "jax" or ref["system"]["versions"]["jax"])
+    assert [r["epoch"] for r in rows] == [1.0, 2.0]  # history rows relayed from the child as they appeared
+    assert ref["epochs"][1]["train_loss"] < ref["epochs"][0]["train_loss"]
+    assert np.isfinite(ref["test"]["loss"]) and len(list((tmp_path / "ref" / "checkpoints").glob("*.npz"))) >= 2
+
+    # the same run in a process of its own, killed at a random moment after its first checkpoint
+    run = tmp_path / "killed"
+    cmd = [sys.executable, str(Path(__file__).parent / "killrun.py"), str(run), "keras", "--keras-backend", backend,
+           "--ckpt-minutes", "1e-6", "--epochs", "2", "--over", json.dumps(OVER)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "KERAS_BACKEND": backend})
+    deadline = time.time() + 240
+    while not list((run / "checkpoints").glob("last*")) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    time.sleep(random.Random(backend).uniform(0.0, 0.3))
+    p.send_signal(signal.SIGKILL)
+    _, err = p.communicate()
+    assert p.returncode == -signal.SIGKILL, f"the run ended before the kill (rc {p.returncode}): {err[-2000:]}"
+    assert not (run / "metrics.json").exists()
+
+    resumed = train(cfg, run, data=synthetic_dataset(), resume=True)  # through a child again
+    assert resumed["backend"] == backend
+    assert "resumed from" in (run / "log.txt").read_text()
+    assert _max_diff(_learned(tmp_path / "ref"), _learned(run)) <= RESUME_BOUND
+
+
+def test_parity_across_backends_and_native_torch():
+    from alexbench.models.parity import TOL, check_backends
+
+    results = check_backends(["alexnet_cifar", "alexnet2012"], ["tensorflow", "jax", "torch"], batch=2)
+    assert len(results) == 4  # alexnet_cifar, and alexnet2012 with lrn, batch and no norm
+    for r in results:
+        assert r["passed"], r
+        assert set(r["vs_torch"]) == {"tensorflow", "jax", "torch"} and len(r["between"]) == 3
+        assert max(r["vs_torch"].values()) <= TOL and max(r["between"].values()) <= TOL
+        assert r["own"]["jax"]["source"] == "keras weights of the first backend"
+
+
+def test_parity_across_backends_fails_on_a_real_difference(monkeypatch):
+    """Reference logits off by 1e-3 must fail every backend (the comparison is not vacuous)."""
+    from alexbench.models import parity
+
+    real = parity._reference
+    monkeypatch.setattr(parity, "_reference", lambda *a, **k: real(*a, **k) + 1e-3)
+    r = parity.check_backends("alexnet_cifar", ["torch"], batch=1)[0]
+    assert not r["passed"] and r["vs_torch"]["torch"] > parity.TOL
+
+
+def test_bad_keras_backend_is_one_line_exit_2(tmp_path, capsys):
+    from alexbench.cli import main
+
+    rc = main(["train", "--model", "alexnet_cifar", "--framework", "keras", "--out", str(tmp_path / "r"),
+               "--set", "keras_backend=mxnet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "keras_backend" in err and "mxnet" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_jax_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    from alexbench.cli import main
+
+    monkeypatch.setitem(sys.modules, "jax", None)  # as if jax were not installed
+    rc = main(["train", "--model", "alexnet_cifar", "--framework", "keras", "--out", str(tmp_path / "r"),
+               "--set", "keras_backend=jax"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "jax" in err and "not installed" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(UserError, match="jax"):
+        from alexbench.models.parity import check_backends
+
+        check_backends("alexnet_cifar", ["tensorflow", "jax"])
+
+
+def test_another_backend_cannot_be_imported_in_this_process():
+    with pytest.raises(UserError, match="once per process"):
+        import_keras(backend="jax")
