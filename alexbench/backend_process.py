@@ -14,7 +14,6 @@ checkpoints and stops), and the child dies with its parent (Linux).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from alexbench import rundir
 from alexbench.config import TrainConfig, load_yaml, validate
 from alexbench.errors import TrainingDiverged, UserError
 from alexbench.frameworks import can_use_keras_backend, check_keras_backend
@@ -39,7 +39,7 @@ _DATASET_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 def run_config(cfg: TrainConfig, out: Path, resume: bool) -> TrainConfig:
     """The config the run will train with: a resumed run keeps the one saved in its folder."""
-    saved = out / "config.yaml"
+    saved = out / rundir.CONFIG
     if resume and saved.is_file():
         return validate(load_yaml(saved), str(saved))
     return cfg
@@ -77,13 +77,22 @@ def _read_dataset(path: Path):  # noqa: ANN202 - alexbench.data.Dataset
 
 
 def _new_rows(history: Path, seen: int) -> list[dict]:
-    """Complete rows of history.csv after the first ``seen`` (it is replaced atomically, so never half-written)."""
+    """Rows of history.csv after the first ``seen`` (a half-written last line is left for the next look)."""
     try:
-        with open(history, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError:
+        return rundir.read_history(history)[seen:]
+    except UserError:
         return []
-    return [{k: float(v) for k, v in r.items()} for r in rows[seen:]]
+
+
+def _verbosity() -> int | None:
+    """This process's CLI verbosity, for the child to log the same way (None: logging not configured here)."""
+    from alexbench import log
+
+    logger = log.get_logger()
+    if not logger.handlers:
+        return None
+    level = logger.getEffectiveLevel()
+    return next((v for v in (log.VERBOSE, log.NORMAL, log.QUIET) if log.verbosity_level(v) >= level), log.QUIET)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -96,7 +105,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def train_in_child(cfg: TrainConfig, out: Path, *, data=None, resume: bool = False,  # noqa: ANN001
-                   on_epoch_end: Callable[[Path, dict], None] | None = None, quiet: bool = False) -> dict:
+                   on_epoch_end: Callable[[Path, dict], None] | None = None, quiet: bool = False,
+                   force: bool = False) -> dict:
     """Run :func:`alexbench.train.train` for ``cfg`` in a child process on ``cfg.keras_backend``."""
     from alexbench.data import Dataset, load_dataset
 
@@ -106,11 +116,11 @@ def train_in_child(cfg: TrainConfig, out: Path, *, data=None, resume: bool = Fal
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     with tempfile.TemporaryDirectory(prefix="alexbench-backend-") as tmp:
         spec = {"config": cfg.model_dump(mode="json"), "out": str(out), "resume": resume, "quiet": quiet,
-                "dataset": str(Path(tmp) / "dataset.npz"), "result": str(Path(tmp) / "result.json")}
+                "force": force, "verbosity": _verbosity(), "dataset": str(Path(tmp) / "dataset.npz"), "result": str(Path(tmp) / "result.json")}
         _write_dataset(ds, Path(spec["dataset"]))
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "alexbench.backend_process", str(Path(tmp) / "spec.json")]
-        history = out / "history.csv"
+        history = out / rundir.HISTORY
         seen = len(_new_rows(history, 0))
         # a session of its own: a Ctrl-C at the terminal reaches only this process, which passes it on once
         proc = subprocess.Popen(cmd, env=env, start_new_session=True,
@@ -134,7 +144,7 @@ def train_in_child(cfg: TrainConfig, out: Path, *, data=None, resume: bool = Fal
             raise
         result = json.loads(Path(spec["result"]).read_text()) if Path(spec["result"]).is_file() else {}
     if proc.returncode == 0:
-        return json.loads((out / "metrics.json").read_text())
+        return rundir.read_json(out / rundir.METRICS)
     if proc.returncode == 130:
         raise KeyboardInterrupt
     if result.get("error"):
@@ -143,7 +153,7 @@ def train_in_child(cfg: TrainConfig, out: Path, *, data=None, resume: bool = Fal
         kinds = {"TrainingDiverged": TrainingDiverged, "WeightsUnavailable": WeightsUnavailable}
         raise kinds.get(result["error"], UserError)(result["message"])
     raise RuntimeError(f"the Keras ({cfg.keras_backend}) training process for {out} ended with exit code "
-                       f"{proc.returncode}; see {out / 'log.txt'}")
+                       f"{proc.returncode}; see {out / rundir.LOG}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,11 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     from alexbench.train import train
 
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
+    if spec.get("verbosity") is not None:
+        from alexbench.log import configure
+
+        configure(spec["verbosity"])
     result: dict = {}
     try:
         cfg = validate(spec["config"], "config")
         train(cfg, spec["out"], data=_read_dataset(Path(spec["dataset"])), resume=spec["resume"],
-              quiet=spec["quiet"])
+              quiet=spec["quiet"], force=spec["force"])
         rc = 0
     except UserError as exc:
         result = {"error": type(exc).__name__, "message": str(exc)}

@@ -228,21 +228,21 @@ def test_keras_fp16_skips_the_whole_step_on_non_finite_gradients(tiny_ds):
 
     eng = KerasEngine(tiny_config("keras"), 10, normalization("dataset", tiny_ds.x_train), 32)
     eng.build()
-    eng._loss_scale = 2.0 ** 12
+    eng.loss_scale = 2.0 ** 12
     eng._make_fns()
     xb, yb = tiny_ds.x_train[:16], tiny_ds.y_train[:16]
     eng.train_step(xb, yb, 0.01)  # a finite step: momentum buffers become non-zero, t = 1
-    assert int(eng._t.numpy()) == 1
+    assert eng.step_count == 1
 
     def snapshot() -> list:
         return [v.numpy().copy() for v in eng.model.trainable_variables] + \
-               [s.numpy().copy() for slots in eng._slots.values() for s in slots]
+               [s.numpy().copy() for slots in eng.slots.values() for s in slots]
 
     kernel = eng.model.get_layer("fc8").kernel
     kernel.assign(np.full(kernel.shape, np.nan, np.float32))  # every gradient becomes NaN
     before = snapshot()
     loss, _ = eng.train_step(xb, yb, 0.01)
     assert not np.isfinite(loss)
-    assert int(eng._t.numpy()) == 1
+    assert eng.step_count == 1
     for a, b in zip(before, snapshot()):
         np.testing.assert_array_equal(a, b)  # NaN == NaN here: the poisoned kernel stays as it was
