@@ -112,7 +112,7 @@ def load_plan(preset: str, config_file: str | None = None, overrides: list[str] 
             if overrides:
                 data = apply_overrides(data, overrides)
             cfg = validate(data, f"{path}: entries[{i}]")
-            entries.append(Entry(rundir.run_slug(cfg.model, cfg.framework, cfg.pretrained, seed), cfg))
+            entries.append(Entry(rundir.run_slug(cfg.model, cfg.framework, cfg.pretrained, seed, cfg.keras_backend), cfg))
     if not entries:
         raise UserError(f"{path}: no entries")
     dup = {s for s, n in Counter(e.slug for e in entries).items() if n > 1}
@@ -206,10 +206,12 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
                 reason = exc.way_out(f"pass --weights-dir DIR holding {wanted}" if wanted else
                                      "pass --weights-dir DIR holding the weights file")
                 print(f"[{k}/{len(entries)}] {slug}: skipped: {reason}", file=sys.stderr)
-                skipped.append({"entry": slug, "model": cfg.model, "framework": cfg.framework,
+                backend = rundir.run_backend(cfg.framework, cfg.keras_backend)
+                skipped.append({"entry": slug, "model": cfg.model, "framework": cfg.framework, "backend": backend,
                                 "pretrained": cfg.pretrained, "reason": reason})
                 status["entries"][slug] = {"status": "skipped", "reason": reason, "model": cfg.model,
-                                           "framework": cfg.framework, "pretrained": cfg.pretrained}
+                                           "framework": cfg.framework, "backend": backend,
+                                           "pretrained": cfg.pretrained}
                 atomic_write_json(status_path, status)
                 _drop_empty_run(out / slug)
                 return
@@ -253,7 +255,7 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
         # skipped entries from an earlier, resumed invocation still belong in the report
         for slug, st in status["entries"].items():
             if st.get("status") in ("skipped", "failed") and slug not in {s["entry"] for s in skipped}:
-                skipped.append({"entry": slug, **{k: st.get(k) for k in ("model", "framework", "pretrained")},
+                skipped.append({"entry": slug, **{k: st.get(k) for k in ("model", "framework", "backend", "pretrained")},
                                 "status": st["status"], "reason": st.get("reason", "")})
         status["finished"] = time.time()
         atomic_write_json(status_path, status)

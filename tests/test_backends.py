@@ -133,3 +133,29 @@ def test_missing_jax_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
 def test_another_backend_cannot_be_imported_in_this_process():
     with pytest.raises(UserError, match="once per process"):
         import_keras(backend="jax")
+
+
+def test_compare_and_report_name_each_backend(tmp_path):
+    from alexbench.report import write_report
+    from alexbench.report.compare import compare
+    from alexbench.report.fakes import make_fake_run
+
+    y = np.arange(1000) % 10
+    runs = [make_fake_run(tmp_path / "a", framework="torch", y_true=y, accuracy=0.8),
+            make_fake_run(tmp_path / "b", framework="keras", y_true=y, accuracy=0.78),
+            make_fake_run(tmp_path / "c", framework="keras", backend="jax", y_true=y, accuracy=0.7),
+            make_fake_run(tmp_path / "d", framework="keras", backend="torch", y_true=y, accuracy=0.79)]
+    res = compare(runs)
+    assert [r["framework_label"] for r in res["rows"]] == ["PyTorch", "Keras (TensorFlow)", "Keras (JAX)",
+                                                          "Keras (torch)"]
+    assert [r["backend"] for r in res["rows"]] == ["torch", "tensorflow", "jax", "torch"]
+    assert [r["entry"] for r in res["rows"]] == [  # unique without the folder name appended
+        "alexnet_cifar/torch/scratch/s0", "alexnet_cifar/keras/scratch/s0", "alexnet_cifar/keras-jax/scratch/s0",
+        "alexnet_cifar/keras-torch/scratch/s0"]
+    assert len(res["pairs"]) == 6 and all(0 <= p["p_value"] <= 1 for p in res["pairs"])  # McNemar, every pair
+    _, md_path = write_report(runs, tmp_path / "report.html")
+    md = md_path.read_text()
+    table = md[md.index("| run | model | framework"):]
+    for name in ("| PyTorch |", "| Keras (TensorFlow) |", "| Keras (JAX) |", "| Keras (torch) |"):
+        assert name in table, name
+    assert "Keras (JAX) 70" in md or "Keras (JAX)" in md.split("| run | model")[0]  # the headline's pairs name it

@@ -33,7 +33,7 @@ def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     rows = []
     for r in result["rows"]:
         epochs = str(r["epochs"]) + (f"/{r['epochs_total']}" if r["epochs_total"] and r["epochs_total"] != r["epochs"] else "")
-        rows.append([r["entry"], r["model"], fmt_framework(r["framework"]), r["init"], fmt_count(r["params_total"]),
+        rows.append([r["entry"], r["model"], fmt_framework(r["framework"], r.get("backend")), r["init"], fmt_count(r["params_total"]),
                      fmt_count(r["flops_per_image"]), fmt_pflop(r.get("train_flops")), epochs,
                      fmt_duration(r["train_seconds"]),
                      fmt_int(r["images_per_second"]), fmt_pct(r["test_accuracy"]), fmt_ci(r["accuracy_ci95"]) or "–",

@@ -59,6 +59,17 @@ class RunRecord:
         return str(self._get("framework", "?"))
 
     @property
+    def backend(self) -> str:
+        """``torch``, or the Keras backend (``keras_backend`` of the config; TensorFlow for older runs)."""
+        b = self._get("backend") or (self.config.get("keras_backend") if self.framework == "keras" else None)
+        return rundir.run_backend(self.framework, b)
+
+    @property
+    def framework_label(self) -> str:
+        """``PyTorch``, ``Keras (TensorFlow)``, ``Keras (JAX)`` or ``Keras (torch)``."""
+        return rundir.framework_label(self.framework, self.backend)
+
+    @property
     def pretrained(self) -> str | None:
         p = self._get("pretrained")
         return None if p in (None, "", False, "none", "None") else str(p)
@@ -226,7 +237,7 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
     rec = RunRecord(path=run, config=config, config_text=config_text, history=history, metrics=metrics,
                     state=state, predictions=predictions, resources=read_resources(run / RESOURCES))
     rec.label = str((metrics or {}).get("entry") or config.get("entry") or
-                    entry_label(rec.model, rec.framework, rec.pretrained, rec.seed))
+                    entry_label(rec.model, rec.framework, rec.pretrained, rec.seed, rec.backend))
     if metrics is not None and rec.predictions is None:
         rec.notes.append("predictions.npz missing: no McNemar test and no image grids for this run")
     return rec
@@ -272,6 +283,8 @@ def _row(r: RunRecord) -> dict[str, Any]:
         "path": str(r.path),
         "model": r.model,
         "framework": r.framework,
+        "backend": r.backend,
+        "framework_label": r.framework_label,
         "pretrained": r.pretrained,
         "init": r.init,
         "seed": r.seed,
@@ -324,9 +337,9 @@ def _groups(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
     by_key: dict[tuple, list[RunRecord]] = {}
     for r in runs:
         if r.finished:
-            by_key.setdefault((r.model, r.framework, r.pretrained), []).append(r)
+            by_key.setdefault((r.model, r.framework, r.backend, r.pretrained), []).append(r)
     groups = []
-    for (model, fw, pre), rs in by_key.items():
+    for (model, fw, backend, pre), rs in by_key.items():
         seeds = sorted({r.seed for r in rs if r.seed is not None})
         if len(rs) < 2 or len(seeds) < 2:
             continue
@@ -334,8 +347,9 @@ def _groups(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
         f1 = mean_std([r.test.get("macro_f1") for r in rs])
         ts = mean_std([(r.metrics or {}).get("train_seconds") for r in rs])
         groups.append({
-            "model": model, "framework": fw, "pretrained": pre, "init": rs[0].init,
-            "label": entry_label(model, fw, pre, None), "n": len(rs), "seeds": seeds,
+            "model": model, "framework": fw, "backend": backend, "framework_label": rundir.framework_label(fw, backend),
+            "pretrained": pre, "init": rs[0].init,
+            "label": entry_label(model, fw, pre, None, backend), "n": len(rs), "seeds": seeds,
             "accuracy_mean": acc[0], "accuracy_std": acc[1],
             "macro_f1_mean": f1[0], "macro_f1_std": f1[1],
             "train_seconds_mean": ts[0], "train_seconds_std": ts[1],

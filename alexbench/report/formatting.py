@@ -104,8 +104,11 @@ def fmt_int(x: Any) -> str:
     return "–" if v is None else f"{v:,.0f}"
 
 
-def fmt_framework(fw: str) -> str:
-    return _FRAMEWORK_NAMES.get(fw, fw)
+def fmt_framework(fw: str, backend: str | None = None) -> str:
+    """``PyTorch``, ``Keras (TensorFlow)``, ``Keras (JAX)`` or ``Keras (torch)``."""
+    from alexbench import rundir
+
+    return rundir.framework_label(fw, backend) if fw in ("torch", "keras") else _FRAMEWORK_NAMES.get(fw, fw)
 
 
 def html_wbr(text: Any) -> markupsafe.Markup:

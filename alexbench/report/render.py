@@ -112,7 +112,7 @@ def _class_name(classes: Sequence[str], i: int) -> str:
 def _skipped_entry(d: dict[str, Any]) -> dict[str, Any]:
     pre = d.get("pretrained")
     return {"entry": str(d.get("entry") or f"{d.get('model', '?')}/{d.get('framework', '?')}"),
-            "model": d.get("model", ""), "framework": d.get("framework", ""),
+            "model": d.get("model", ""), "framework": d.get("framework", ""), "backend": d.get("backend"),
             "pretrained": "" if pre in (None, False) else str(pre),
             "status": str(d.get("status", "skipped")), "reason": str(d.get("reason") or "no reason given")}
 
@@ -154,9 +154,9 @@ def _headline(finished: Sequence[RunRecord], pairs: Sequence[dict[str, Any]]) ->
     framework_pairs = []
     for p in pairs:
         a, b = by_label[p["a"]], by_label[p["b"]]
-        if a.model == b.model and a.init == b.init and a.seed == b.seed and a.framework != b.framework:
+        if a.model == b.model and a.init == b.init and a.seed == b.seed and a.framework_label != b.framework_label:
             framework_pairs.append({**p, "model": a.model, "init": a.init, "seed": a.seed,
-                                    "fw_a": fmt_framework(a.framework), "fw_b": fmt_framework(b.framework)})
+                                    "fw_a": a.framework_label, "fw_b": b.framework_label})
     return {"best": best, "n_test": best.n_test, "framework_pairs": framework_pairs}
 
 
@@ -206,7 +206,8 @@ def build_context(runs: Sequence[RunRecord], skipped: Sequence[dict[str, Any]] |
     active = [r for r in runs if r.status in ("finished", "running")]
     stopped = [r for r in runs if r.status not in ("finished", "running")]
     skipped_rows = [_skipped_entry(d) for d in (skipped or [])]
-    skipped_rows += [{"entry": r.label, "model": r.model, "framework": r.framework, "pretrained": r.pretrained or "",
+    skipped_rows += [{"entry": r.label, "model": r.model, "framework": r.framework, "backend": r.backend,
+                      "pretrained": r.pretrained or "",
                       "status": r.status, "reason": str((r.state or {}).get("reason") or "no reason given")}
                      for r in stopped]
 

@@ -37,7 +37,7 @@ def _images(rng: np.random.Generator, n: int, labels: np.ndarray) -> np.ndarray:
 
 
 def make_fake_run(directory: str | Path, *, model: str = "alexnet_cifar", framework: str = "torch",
-                  pretrained: str | None = None, seed: int = 0, epochs: int = 5, epochs_done: int | None = None,
+                  backend: str | None = None, pretrained: str | None = None, seed: int = 0, epochs: int = 5, epochs_done: int | None = None,
                   accuracy: float = 0.7, n_test: int = 1000, y_true: np.ndarray | None = None,
                   dataset_name: str = "CIFAR-10", embedded_sample: bool = False, sha256: str = "ab" * 32,
                   seconds_per_epoch: float = 30.0, with_predictions: bool = True,
@@ -46,12 +46,13 @@ def make_fake_run(directory: str | Path, *, model: str = "alexnet_cifar", framew
     in progress: config.yaml, history.csv and state.json, but no metrics.json."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(zlib.crc32(f"{model}/{framework}/{pretrained}/{seed}".encode()))
+    rng = np.random.default_rng(zlib.crc32(f"{model}/{rundir.framework_key(framework, backend)}/{pretrained}/{seed}"
+                                           .encode()))
     done = epochs if epochs_done is None else epochs_done
     finished = done >= epochs and status in (None, "finished")
     config: dict[str, Any] = {
-        "model": model, "framework": framework, "pretrained": pretrained, "seed": seed, "epochs": epochs,
-        "batch_size": 128, "deterministic": True,
+        "model": model, "framework": framework, "keras_backend": backend or "tensorflow", "pretrained": pretrained,
+        "seed": seed, "epochs": epochs, "batch_size": 128, "deterministic": True,
         "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "onecycle", "warmup_epochs": 1}, "augment": {"crop": 4, "flip": True},
     }
@@ -99,8 +100,8 @@ def make_fake_run(directory: str | Path, *, model: str = "alexnet_cifar", framew
     train_labels = np.arange(32, dtype=np.int64) % C
     best = int(np.argmax([r["val_acc"] for r in rows])) + 1
     metrics = {
-        "model": model, "framework": framework, "pretrained": pretrained,
-        "entry": entry, "seed": seed,
+        "model": model, "framework": framework, "backend": rundir.run_backend(framework, backend),
+        "pretrained": pretrained, "entry": entry, "seed": seed,
         "dataset": {"name": dataset_name, "source": "/data/cifar-10-python.tar.gz", "format": "cifar-python",
                     "sha256": sha256, "embedded_sample": embedded_sample, "classes": CLASSES,
                     "train": 45000, "val": 5000, "test": n},
