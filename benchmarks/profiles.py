@@ -6,6 +6,10 @@
   (``*.xplane.pb``) is read directly and the op events of TensorFlow's compute thread
   are summed, by op type and by op. alexbench runs TF with one inter-op thread, so
   the ops run one after another and their times add up to the step's wall time too.
+- Keras on torch: ``torch.profiler``, as for the PyTorch engine (Keras's ops are torch ops).
+- Keras on JAX: ``jax.profiler``; its trace is the same ``*.xplane.pb`` format, read with
+  TensorFlow's reader; the events of XLA's CPU thunks (one per HLO instruction of the
+  compiled step) are summed by HLO kind (``convolution``, ``fusion``, ``dot``...).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 
 def _torch_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
-    torch = engine.torch
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     for xb, yb in batches[:2]:
@@ -40,7 +44,7 @@ def _torch_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
 
 
 def _keras_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
-    tf = engine.tf
+    import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     for xb, yb in batches[:2]:
@@ -85,8 +89,52 @@ def _keras_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
             "by_op": [{"op": k, "ms_per_step": v / n, "share": v / total} for k, v in by_op.most_common(top)]}
 
 
+def _jax_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
+    import re
+
+    import jax
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the trace format jax writes too
+
+    for xb, yb in batches[:2]:
+        engine.train_step(xb, yb, lr)
+    steps = batches[2:]
+    with tempfile.TemporaryDirectory(prefix="alexbench-jaxprof-") as logdir:
+        t0 = time.perf_counter()
+        jax.profiler.start_trace(logdir)
+        for xb, yb in steps:
+            engine.train_step(xb, yb, lr)
+        jax.profiler.stop_trace()
+        wall = (time.perf_counter() - t0) / len(steps)
+        paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        space = xplane_pb2.XSpace()
+        with open(sorted(paths)[-1], "rb") as fh:
+            space.ParseFromString(fh.read())
+    by_kind: collections.Counter = collections.Counter()
+    calls: collections.Counter = collections.Counter()
+    hlo = re.compile(r"^([a-z][a-z0-9_-]*?)(\.\d+)*$")  # "convolution.3", "fusion.12", "dot.1"
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        meta = plane.event_metadata
+        for line in plane.lines:
+            for ev in line.events:
+                m = hlo.match(meta[ev.metadata_id].name)
+                if not m:  # Python, runtime and dispatch events
+                    continue
+                by_kind[m.group(1)] += ev.duration_ps / 1e9
+                calls[m.group(1)] += 1
+    total = sum(by_kind.values())
+    n = len(steps)
+    return {"tool": f"jax.profiler (jax {jax.__version__})", "steps": n, "wall_ms_per_step": wall * 1e3,
+            "profiled_ms_per_step": total / n,
+            "by_op_type": [{"op": k, "ms_per_step": v / n, "share": v / total if total else None,
+                            "calls_per_step": calls[k] / n} for k, v in by_kind.most_common(top)]}
+
+
 def profile_engine(engine: Any, batches: list, lr: float, top: int = 15) -> dict:
     """Profile ``len(batches) - 2`` training steps of ``engine`` (the first two are untimed)."""
-    if engine.framework == "torch":
+    if engine.framework == "torch" or getattr(engine, "backend", "tensorflow") == "torch":
         return _torch_profile(engine, batches, lr, top)
+    if engine.backend == "jax":
+        return _jax_profile(engine, batches, lr, top)
     return _keras_profile(engine, batches, lr, top)

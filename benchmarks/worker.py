@@ -114,10 +114,22 @@ class EngineTarget:
                 with torch.no_grad():
                     return self.engine._prep(xb)
         else:
-            fn = self.engine.tf.function(self.engine._prep)
+            from alexbench.engines.keras_steps import prepare
+
+            eng = self.engine
+            if eng.backend == "tensorflow":
+                import tensorflow as tf
+
+                fn = tf.function(lambda xb: prepare(eng, xb))
+            elif eng.backend == "jax":
+                import jax
+
+                fn = jax.jit(lambda xb: prepare(eng, xb))
+            else:
+                fn = lambda xb: prepare(eng, eng.keras.ops.convert_to_tensor(xb))  # noqa: E731
 
             def run(xb):  # noqa: ANN001, ANN202
-                return fn(xb).shape
+                return eng.keras.ops.convert_to_numpy(fn(xb)).shape
 
         run(xs[0])
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Keras on the JAX and torch backends: end to end, SIGKILL and resume, parity, bad backends.
+"""Keras on the JAX and torch backends: `run` end to end, SIGKILL and resume, parity, reports, bad backends.
 
 This test process runs Keras on TensorFlow (imported below), so every JAX or torch
 run here goes through alexbench's child process, exactly as in ``alexbench run`` with
@@ -51,18 +51,48 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_backend_trains_end_to_end_and_resumes_after_sigkill(backend, tmp_path):
-    cfg = tiny_config("keras", keras_backend=backend, checkpoint_minutes=1e-6, **OVER)
-    rows: list[dict] = []
-    ref = train(cfg, tmp_path / "ref", data=synthetic_dataset(), on_epoch_end=lambda out, row: rows.append(row))
-    assert ref["framework"] == "keras" and ref["backend"] == backend
-    assert ref["system"]["versions"]["keras"] and (backend != "jax" or ref["system"]["versions"]["jax"])
-    assert [r["epoch"] for r in rows] == [1.0, 2.0]  # history rows relayed from the child as they appeared
-    assert ref["epochs"][1]["train_loss"] < ref["epochs"][0]["train_loss"]
-    assert np.isfinite(ref["test"]["loss"]) and len(list((tmp_path / "ref" / "checkpoints").glob("*.npz"))) >= 2
+def _cfg(backend: str):
+    return tiny_config("keras", keras_backend=backend, checkpoint_minutes=1e-6, **OVER)
 
-    # the same run in a process of its own, killed at a random moment after its first checkpoint
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    """``alexbench run`` of a preset with Keras on JAX and on torch (children of this TensorFlow process)."""
+    import yaml
+
+    from alexbench.runner import run
+
+    root = tmp_path_factory.mktemp("mixed")
+    defaults = _cfg("jax").model_dump(mode="json")
+    for key in ("framework", "keras_backend", "seed", "model"):
+        defaults.pop(key)
+    preset = root / "mixed.yaml"
+    preset.write_text(yaml.safe_dump({"name": "mixed", "seeds": [0], "defaults": defaults, "entries": [
+        {"model": "alexnet_cifar", "framework": "keras", "keras_backend": "jax"},
+        {"model": "alexnet_cifar", "framework": "keras", "keras_backend": "torch"}]}))
+    out = root / "out"
+    status = run(str(preset), str(out), data=synthetic_dataset())
+    return out, status
+
+
+def test_run_trains_each_backend_in_its_own_process(mixed_run):
+    out, status = mixed_run
+    slugs = {"jax": "alexnet_cifar-keras-jax-scratch-s0", "torch": "alexnet_cifar-keras-torch-scratch-s0"}
+    assert {k: v["status"] for k, v in status["entries"].items()} == {s: "finished" for s in slugs.values()}
+    for backend, slug in slugs.items():
+        m = json.loads((out / slug / "metrics.json").read_text())
+        assert m["framework"] == "keras" and m["backend"] == backend
+        assert m["entry"] == f"alexnet_cifar/keras-{backend}/scratch/s0"
+        assert m["epochs"][1]["train_loss"] < m["epochs"][0]["train_loss"] and np.isfinite(m["test"]["loss"])
+        assert m["system"]["versions"]["keras"] and (backend != "jax" or m["system"]["versions"]["jax"])
+    md = (out / "report.md").read_text()
+    assert "| Keras (JAX) |" in md and "| Keras (torch) |" in md
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_resumes_after_sigkill_within_measured_bound(backend, mixed_run, tmp_path):
+    """The run above, again in a process of its own, killed after its first checkpoint, then resumed."""
+    ref = mixed_run[0] / f"alexnet_cifar-keras-{backend}-scratch-s0"
     run = tmp_path / "killed"
     cmd = [sys.executable, str(Path(__file__).parent / "killrun.py"), str(run), "keras", "--keras-backend", backend,
            "--ckpt-minutes", "1e-6", "--epochs", "2", "--over", json.dumps(OVER)]
@@ -76,10 +106,15 @@ def test_backend_trains_end_to_end_and_resumes_after_sigkill(backend, tmp_path):
     assert p.returncode == -signal.SIGKILL, f"the run ended before the kill (rc {p.returncode}): {err[-2000:]}"
     assert not (run / "metrics.json").exists()
 
-    resumed = train(cfg, run, data=synthetic_dataset(), resume=True)  # through a child again
-    assert resumed["backend"] == backend
-    assert "resumed from" in (run / "log.txt").read_text()
-    assert _max_diff(_learned(tmp_path / "ref"), _learned(run)) <= RESUME_BOUND
+    from alexbench.rundir import read_history
+
+    before = len(read_history(run / "history.csv"))
+    rows: list[dict] = []
+    resumed = train(_cfg(backend), run, data=synthetic_dataset(), resume=True,  # a child of this process again
+                    on_epoch_end=lambda out, row: rows.append(row))
+    assert resumed["backend"] == backend and "resumed from" in (run / "log.txt").read_text()
+    assert [r["epoch"] for r in rows] == [float(e) for e in range(before + 1, 3)]  # relayed from the child
+    assert _max_diff(_learned(ref), _learned(run)) <= RESUME_BOUND
 
 
 def test_parity_across_backends_and_native_torch():
