@@ -158,6 +158,11 @@ def _reference(name: str, options: dict[str, Any], num_classes: int, batch: int,
 def _child(spec: dict[str, Any]) -> None:
     """One backend: logits of the shared weights for every item, plus :func:`check` in this backend."""
     torch = import_torch()
+    # check() counts torch FLOPs with FlopCounterMode, which imports triton; triton imported after
+    # jaxlib's libraries are loaded kills the process (SIGSEGV, jax 0.10.2 + torch 2.14.1), as after
+    # TensorFlow's: load it first
+    import torch.utils.flop_counter  # noqa: F401
+
     import_keras()
     results = {}
     for item in spec["items"]:
