@@ -1,9 +1,11 @@
 """Keras backends side by side: compiled or eager steps, bf16 or fp32, and the four-way speed table.
 
-``python -m benchmarks.keras_backends [--data SRC] [--rounds N] [--steps N] [--only compile|precision|fourway]``
+``python -m benchmarks.keras_backends [--data SRC] [--rounds N] [--steps N] [--width W] [--batch B]
+[--only compile|precision|fourway]``
 
 Every configuration is an alexbench engine in its own worker process (one Keras backend
-per process), fed by the shared batch stream, full-width ``alexnet_cifar`` at batch 256.
+per process), fed by the shared batch stream: ``alexnet_cifar`` at batch 256, full width
+(``--width``/``--batch`` scale it down where the machine cannot afford that).
 Configurations compared with each other run interleaved, one timed block each per round
 (see :mod:`benchmarks.harness`), so they share the machine's load; ratios are per round.
 
@@ -44,10 +46,16 @@ class Settings:
     warm: int = 2
     steps: int = 6
     profile_steps: int = 4
+    width: float = 1.0
+    batch: int = 256
+
+
+SETTINGS = Settings()
 
 
 def _cfg(backend: str | None, **over: Any) -> dict:
-    base = {"model": "alexnet_cifar", "batch_size": 256, "threads": None}
+    base = {"model": "alexnet_cifar", "batch_size": SETTINGS.batch, "threads": None,
+            "model_options": {"width": SETTINGS.width}}
     if backend is None:
         return {**base, "framework": "torch", **over}
     return {**base, "framework": "keras", "keras_backend": backend, **over}
@@ -120,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="/work/shared/data/cifar10-jpeg.tar.gz")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--width", type=float, default=1.0, help="alexnet_cifar's width option")
+    p.add_argument("--batch", type=int, default=256)
     p.add_argument("--only", action="append", choices=["compile", "precision", "fourway"])
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
-    s = Settings(rounds=a.rounds, steps=a.steps)
+    global SETTINGS
+    s = SETTINGS = Settings(rounds=a.rounds, steps=a.steps, width=a.width, batch=a.batch)
     parts = a.only or ["compile", "precision", "fourway"]
     date = time.strftime("%Y-%m-%d")
     out_path = Path(a.out) if a.out else REPO / "benchmarks" / "results" / f"keras-backends-{date}.json"
