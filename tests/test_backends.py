@@ -2,14 +2,13 @@
 
 This test process runs Keras on TensorFlow (imported below), so every JAX or torch
 run here goes through alexbench's child process, exactly as in ``alexbench run`` with
-several backends. The killed runs train in a fresh process of their own (tests/killrun.py).
+several backends. The killed runs train in a fresh process of their own (tests/support/kills.py).
 The TensorFlow backend's own kill/resume test is in test_train.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -91,20 +90,25 @@ def test_run_trains_each_backend_in_its_own_process(mixed_run):
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_backend_resumes_after_sigkill_within_measured_bound(backend, mixed_run, tmp_path):
-    """The run above, again in a process of its own, killed after its first checkpoint, then resumed."""
+    """The run above, again in a process of its own (the kill harness), SIGKILLed before a seeded step, resumed."""
+    from support import kills
+
     ref = mixed_run[0] / f"alexnet_cifar-keras-{backend}-scratch-s0"
-    run = tmp_path / "killed"
-    cmd = [sys.executable, str(Path(__file__).parent / "killrun.py"), str(run), "keras", "--keras-backend", backend,
-           "--ckpt-minutes", "1e-6", "--epochs", "2", "--over", json.dumps(OVER)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "KERAS_BACKEND": backend})
-    deadline = time.time() + 240
-    while not list((run / "checkpoints").glob("last*")) and time.time() < deadline and p.poll() is None:
+    run, hold = tmp_path / "killed", tmp_path / "hold"
+    step = random.Random(backend).randrange(1, 12)  # 2 epochs of 6 steps, a checkpoint after every step
+    hold.touch()
+    cmd, env = kills.command("train", str(run), "keras", "--keras-backend", backend, "--ckpt-minutes", "1e-6",
+                             "--epochs", "2", "--over", json.dumps(OVER), "--hold", str(hold), "--at-step", str(step))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**env, "KERAS_BACKEND": backend})
+    deadline = time.monotonic() + 300
+    while not hold.with_suffix(".held").exists():
+        assert p.poll() is None, f"the run ended (exit {p.returncode}) before step {step}: {p.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"step {step} not reached within 300 s"
         time.sleep(0.02)
-    time.sleep(random.Random(backend).uniform(0.0, 0.3))
     p.send_signal(signal.SIGKILL)
-    _, err = p.communicate()
-    assert p.returncode == -signal.SIGKILL, f"the run ended before the kill (rc {p.returncode}): {err[-2000:]}"
-    assert not (run / "metrics.json").exists()
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL and not (run / "metrics.json").exists()
 
     from alexbench.rundir import read_history
 
@@ -173,7 +177,7 @@ def test_another_backend_cannot_be_imported_in_this_process():
 def test_compare_and_report_name_each_backend(tmp_path):
     from alexbench.report import write_report
     from alexbench.report.compare import compare
-    from alexbench.report.fakes import make_fake_run
+    from support.fakeruns import make_fake_run
 
     y = np.arange(1000) % 10
     runs = [make_fake_run(tmp_path / "a", framework="torch", y_true=y, accuracy=0.8),

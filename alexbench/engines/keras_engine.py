@@ -143,7 +143,8 @@ class KerasEngine:
     def set_base_trainable(self, trainable: bool) -> None:
         from alexbench.models import head_layer_names, set_base_trainable
 
-        set_base_trainable(self.model, "keras", trainable, head_layer_names(self.cfg.model))  # slots exist for every variable: built unfrozen
+        # optimizer slots exist for every variable: the model is built unfrozen
+        set_base_trainable(self.model, "keras", trainable, head_layer_names(self.cfg.model))
         self._make_fns()  # the trainable set changed: retrace
 
     def train_mode(self) -> None:

@@ -21,6 +21,7 @@ also passes :func:`check` (both directions) on its own.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -161,7 +162,7 @@ def _child(spec: dict[str, Any]) -> None:
     # check() counts torch FLOPs with FlopCounterMode, which imports triton; triton imported after
     # jaxlib's libraries are loaded kills the process (SIGSEGV, jax 0.10.2 + torch 2.14.1), as after
     # TensorFlow's: load it first
-    import torch.utils.flop_counter  # noqa: F401
+    importlib.import_module("torch.utils.flop_counter")
 
     import_keras()
     results = {}

@@ -37,7 +37,8 @@ def _images(rng: np.random.Generator, n: int, labels: np.ndarray) -> np.ndarray:
 
 
 def make_fake_run(directory: str | Path, *, model: str = "alexnet_cifar", framework: str = "torch",
-                  backend: str | None = None, pretrained: str | None = None, seed: int = 0, epochs: int = 5, epochs_done: int | None = None,
+                  backend: str | None = None, pretrained: str | None = None, seed: int = 0, epochs: int = 5,
+                  epochs_done: int | None = None,
                   accuracy: float = 0.7, n_test: int = 1000, y_true: np.ndarray | None = None,
                   dataset_name: str = "CIFAR-10", embedded_sample: bool = False, sha256: str = "ab" * 32,
                   seconds_per_epoch: float = 30.0, with_predictions: bool = True,

@@ -4,6 +4,7 @@ usage (from tests/, or with tests/ on PYTHONPATH):
 
     python -m support.kills suite [--trials N] [--keras-trials K] [--seed S] [--workdir DIR] [--json FILE]
     python -m support.kills train OUT FRAMEWORK [--resume] [--ckpt-minutes M] [--epochs N] [--hold FILE --at-step K]
+                                [--keras-backend B] [--over JSON]
     python -m support.kills hold FILE --preset P --out DIR --data SOURCE
 
 ``train`` is one tiny ``alexbench.train.train`` run on the toy set (it prints its test
@@ -777,7 +778,8 @@ def _train_main(a: argparse.Namespace) -> int:
     from alexbench.errors import UserError
     from alexbench.train import train
 
-    cfg = validate(tiny_config_dict(a.framework, epochs=a.epochs, checkpoint_minutes=a.ckpt_minutes))
+    cfg = validate(tiny_config_dict(a.framework, **{"epochs": a.epochs, "checkpoint_minutes": a.ckpt_minutes,
+                                                    "keras_backend": a.keras_backend, **json.loads(a.over)}))
     hooks = HoldAt(Path(a.hold), a.at_step) if a.hold else None
     try:
         m = train(cfg, a.out, data=synthetic_dataset(), resume=a.resume, quiet=True, hooks=hooks)
@@ -819,6 +821,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--hold", default=None, help="wait before step --at-step while this file exists")
     t.add_argument("--at-step", type=int, default=0)
+    t.add_argument("--keras-backend", default="tensorflow", help="Keras's backend (trains in this process)")
+    t.add_argument("--over", default="{}", help="more config keys, as JSON")
     h = sub.add_parser("hold", help="one alexbench run held before its first step while HOLD_FILE exists")
     h.add_argument("hold_file")
     h.add_argument("--preset", required=True)
