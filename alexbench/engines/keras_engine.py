@@ -44,6 +44,10 @@ class KerasEngine:
         self.notes: list[str] = []
         self.precision = self._pick_precision(cfg.precision)
         self.compiled = COMPILE_DEFAULT[self.backend] if cfg.compile is None else bool(cfg.compile)
+        if self.compiled and cfg.deterministic and self.backend != "jax":
+            # TensorFlow's op determinism makes XLA's conversion fail; torch.compile is skipped as in the torch engine
+            self.compiled = False
+            self.notes.append(f"compile: off on {self.backend}, because deterministic is on")
         self.model = None
 
     # -- device and dtype, chosen in one place -------------------------------------------------
