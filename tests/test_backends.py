@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,8 @@ import_keras()  # TensorFlow in this process: the other backends must go through
 
 #: evaluation in batches of 8 (one compiled shape) and no flip pass: keeps JAX's compiles few
 OVER = {"epochs": 2, "eval_batch_size": 8, "tta_flip": False}
+
+
 def _cfg(backend: str):
     return tiny_config("keras", keras_backend=backend, checkpoint_minutes=1e-6, **OVER)
 
