@@ -44,7 +44,8 @@ def system_info(engine: Engine, threads: int) -> dict:
     # and TensorFlow is not imported in a torch run: it costs seconds and prints its start-up lines);
     # a framework without metadata (a source checkout) falls back to the loaded module's __version__
     for mod, dists in (("torch", ("torch",)), ("torchvision", ("torchvision",)),
-                       ("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
+                       ("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",)), ("jax", ("jax",)),
+                       ("jaxlib", ("jaxlib",))):
         versions[mod] = None
         for dist in dists:
             try:
@@ -55,8 +56,8 @@ def system_info(engine: Engine, threads: int) -> dict:
         if versions[mod] is None:
             versions[mod] = getattr(sys.modules.get(mod), "__version__", None)
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "device": engine.device,
-            "precision": engine.precision, "platform": platform.platform(), "python": platform.python_version(),
-            "versions": versions}
+            "precision": engine.precision, "compiled": bool(getattr(engine, "compiled", engine.cfg.compile)),
+            "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
 
 
 def prepare_data(cfg: TrainConfig, source) -> tuple:  # noqa: ANN001 - str, None or a Dataset
