@@ -40,7 +40,10 @@ class KerasEngine:
         self.norm = norm
         self.input_size = input_size
         self.keras = import_keras(cfg.threads, backend=self.backend)
-        self.device = self._pick_device(cfg.device)
+        self.device = self._pick_device(cfg.device)  # a config value: "cpu" or "gpu:N"
+        # the name keras.device takes: Keras's torch backend moves each new variable to the scope's
+        # device, and "cpu:0" is not torch's name for the CPU (every variable would be copied)
+        self.keras_device = "cpu:0" if self.device == "cpu" and self.backend != "torch" else self.device
         self.notes: list[str] = []
         self.precision = self._pick_precision(cfg.precision)
         self.compiled = COMPILE_DEFAULT[self.backend] if cfg.compile is None else bool(cfg.compile)
@@ -65,11 +68,9 @@ class KerasEngine:
         return torch.cuda.device_count()
 
     def _pick_device(self, want: str) -> str:
-        """A ``keras.device`` name: ``cpu:0`` (``cpu`` on torch) or ``gpu:N``."""
+        """``cpu`` or ``gpu:N``."""
         gpus = self._gpu_count() if want != "cpu" else 0
-        # Keras's torch backend moves each new variable to the scope's device: "cpu:0" is not
-        # torch's name for the CPU, so every variable would be copied and lose its Parameter type
-        cpu = "cpu" if self.backend == "torch" else "cpu:0"
+        cpu = "cpu"
         if want == "auto":
             return "gpu:0" if gpus else cpu
         if want.startswith("gpu"):
@@ -103,13 +104,13 @@ class KerasEngine:
         policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[self.precision]
         keras.mixed_precision.set_global_policy(policy)
         try:
-            with keras.device(self.device):
+            with keras.device(self.keras_device):
                 self.model = create_model(cfg.model, "keras", num_classes=self.num_classes,
                                           pretrained=cfg.pretrained, weights=cfg.weights,
                                           input_size=self.input_size, **cfg.model_options)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-        with keras.device(self.device):
+        with keras.device(self.keras_device):
             self.mean = keras.ops.convert_to_tensor(np.asarray(self.norm.mean, np.float32))
             self.std = keras.ops.convert_to_tensor(np.asarray(self.norm.std, np.float32))
             # optimizer state, keyed by variable path so freezing/unfreezing keeps it
@@ -156,7 +157,7 @@ class KerasEngine:
 
     # -- steps -------------------------------------------------------------------------------
     def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> tuple[float, int]:
-        with self.keras.device(self.device):
+        with self.keras.device(self.keras_device):
             loss, correct, applied = self._train_fn(xb, yb.astype(np.int32), np.float32(lr),
                                                     np.float32(self.step_count + 1))
         if applied is None or bool(applied):  # a skipped fp16 step does not count (as torch's GradScaler)
@@ -166,7 +167,7 @@ class KerasEngine:
     def predict(self, batches) -> tuple[np.ndarray, float]:  # noqa: ANN001
         ops = self.keras.ops
         out, loss_sum, n = [], 0.0, 0
-        with self.keras.device(self.device):
+        with self.keras.device(self.keras_device):
             for xb, yb in batches:
                 probs, ls = self._eval_fn(xb, yb.astype(np.int32))
                 out.append(np.asarray(ops.convert_to_numpy(probs), np.float32))
