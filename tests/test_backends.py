@@ -63,10 +63,12 @@ def test_run_trains_each_backend_in_its_own_process(mixed_run):
 
 
 def test_parity_across_backends_and_native_torch():
+    """alexnet_cifar only (a child per backend costs most of the ~50 s); every registered model on
+    every backend is the CLI check recorded in BENCHMARKS.md ("Keras backends", Parity)."""
     from alexbench.models.parity import TOL, check_backends
 
-    results = check_backends(["alexnet_cifar", "alexnet2012"], ["tensorflow", "jax", "torch"], batch=2)
-    assert len(results) == 4  # alexnet_cifar, and alexnet2012 with lrn, batch and no norm
+    results = check_backends(["alexnet_cifar"], ["tensorflow", "jax", "torch"], batch=2)
+    assert [r["options"] for r in results] == [{"norm": "batch"}, {"norm": "none"}]
     for r in results:
         assert r["passed"], r
         assert set(r["vs_torch"]) == {"tensorflow", "jax", "torch"} and len(r["between"]) == 3
