@@ -218,8 +218,8 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
             if exc is not None:
                 row = _failed(slug, cfg, exc, out / slug)
                 print(f"[{k}/{len(entries)}] {slug}: failed ({row['error']}): {row['reason']}", file=sys.stderr)
-                skipped.append({"entry": slug, **{key: row[key] for key in ("model", "framework", "pretrained",
-                                                                        "status", "reason")}})
+                skipped.append({"entry": slug, **{key: row[key] for key in ("model", "framework", "backend",
+                                                                        "pretrained", "status", "reason")}})
                 status["entries"][slug] = row
             else:
                 status["entries"][slug] = {"status": "finished"}
@@ -295,7 +295,8 @@ def _failed(slug: str, cfg: TrainConfig, exc: Exception, run_dir: Path) -> dict:
             state = rundir.read_state(run_dir)
             rundir.write_state(run_dir, "failed", int(state.get("epoch") or 0), cfg.epochs, reason)
     return {"status": "failed", "error": "bad input" if bad_input else "internal error", "reason": reason,
-            "model": cfg.model, "framework": cfg.framework, "pretrained": cfg.pretrained}
+            "model": cfg.model, "framework": cfg.framework,
+            "backend": rundir.run_backend(cfg.framework, cfg.keras_backend), "pretrained": cfg.pretrained}
 
 
 def _drop_empty_run(run_dir: Path) -> None:

@@ -121,7 +121,8 @@ class TorchEngine:
             # dropout masks differ between ranks (each rank draws for its own share)
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.dist.rank]).generate_state(1)[0]))
         self._forward, self._infer = train_model, model
-        if cfg.compile and not cfg.deterministic:
+        self.compiled = bool(cfg.compile and not cfg.deterministic)  # metrics.json's system.compiled
+        if self.compiled:
             self._forward = torch.compile(train_model)
             self._infer = self._forward if train_model is model else torch.compile(model)
 
