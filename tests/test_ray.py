@@ -175,6 +175,21 @@ def test_a_killed_worker_does_not_lose_the_entry(cluster):
     assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
 
 
+def test_keras_on_jax_and_torch_trains_in_its_ray_worker(cluster):
+    """A worker is a fresh process (no Keras loaded yet): a JAX or a torch entry trains there on its backend."""
+    address, data, tmp = cluster
+    entries = "\n".join(f"  - {{model: alexnet_cifar, framework: keras, keras_backend: {b}, "
+                        "model_options: {width: 0.125}}" for b in ("jax", "torch"))
+    out = tmp / "backends"
+    _done(_cli(tmp, "--preset", str(_preset(tmp, entries)), "--data", str(data), "--out", str(out), "--executor",
+               "ray", "--address", address))
+    for backend in ("jax", "torch"):
+        slug = f"alexnet_cifar-keras-{backend}-scratch-s0"
+        m = json.loads((out / slug / "metrics.json").read_text())
+        assert m["backend"] == backend and np.isfinite(m["epochs"][0]["train_loss"]), slug
+    assert "| Keras (JAX) |" in (out / "report.md").read_text()
+
+
 def test_bad_executor_options(tmp_path):
     from alexbench.errors import UserError
     from alexbench.runner import run
