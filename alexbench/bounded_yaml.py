@@ -48,7 +48,7 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+    def compose_node(self, parent, index) -> yaml.Node | None:  # noqa: ANN001 - PyYAML's signature
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -57,7 +57,7 @@ class _Loader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_document(self, node):  # noqa: ANN001, ANN201
+    def construct_document(self, node) -> Any:  # noqa: ANN001 - PyYAML's signature
         _measure(node, 1, {}, set())
         return super().construct_document(node)
 

@@ -202,7 +202,6 @@ def check_images(pred: Predictor, run_dir: Path | None, n: int = 64) -> tuple[np
     """``n`` real test images at the run's image size: from the run's data source if it loads, else
     from the embedded CIFAR-10 sample (resized to the run's image size if it differs)."""
     from alexbench.data import load_dataset
-
     from alexbench.evaluate import _run_source
 
     source = _run_source(run_dir) if run_dir is not None else None

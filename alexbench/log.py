@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
 
 __all__ = ["LOGGER_NAME", "QUIET", "NORMAL", "VERBOSE", "get_logger", "configure", "verbosity_level",
            "progress_enabled"]
@@ -52,7 +53,7 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201 - whatever sys.stderr is now
+    def stream(self) -> TextIO:  # whatever sys.stderr is now
         return sys.stderr
 
     @stream.setter

@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from alexbench import rundir
-from alexbench.config import (RESUME_FREE_KEYS, TrainConfig, config_differences, deep_merge, explicit_settings,
-                              load_yaml, validate)
+from alexbench.config import (
+    RESUME_FREE_KEYS,
+    TrainConfig,
+    config_differences,
+    deep_merge,
+    explicit_settings,
+    load_yaml,
+    validate,
+)
 from alexbench.errors import UserError
 
 __all__ = ["same_run_config", "resume_config_from_args", "recorded_dataset", "check_same_data", "checked_progress"]

@@ -25,10 +25,15 @@ from alexbench.errors import TrainingDiverged, UserError
 from alexbench.hooks import Hooks
 from alexbench.loopstate import Interrupt, Progress, RunLog, progress_bar
 from alexbench.metrics import classification_metrics
-from alexbench.outputs import claim_run_folder, ensure_folder, is_run_folder, missing_dirs, remove_empty, \
-    removed_if_unstarted
-from alexbench.prepare import (check_model, peak_rss_bytes, prepare_data, resolved_config, run_normalization,
-                               system_info)
+from alexbench.outputs import (
+    claim_run_folder,
+    ensure_folder,
+    is_run_folder,
+    missing_dirs,
+    remove_empty,
+    removed_if_unstarted,
+)
+from alexbench.prepare import check_model, peak_rss_bytes, prepare_data, resolved_config, run_normalization, system_info
 from alexbench.resume import check_same_data, recorded_dataset, same_run_config
 from alexbench.schedule import lr_at
 

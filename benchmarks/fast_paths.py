@@ -23,8 +23,17 @@ from typing import Any
 from alexbench.atomic import atomic_write_text, strict_json
 from alexbench.frameworks import cpu_has_bf16
 from benchmarks.harness import Config, Machine, interleave, paired_ratio, summary
-from benchmarks.run import (DEFAULT_DATA, FULL, Group, _train_op, engine_spec, flags_text, log, machine_info,
-                            prepare_data)
+from benchmarks.run import (
+    DEFAULT_DATA,
+    FULL,
+    Group,
+    _train_op,
+    engine_spec,
+    flags_text,
+    log,
+    machine_info,
+    prepare_data,
+)
 
 
 def _variants(part: str, bf16: bool) -> list[tuple[str, dict]]:

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.stop()
         t0 = time.process_time()
         for _ in range(200):
-            sampler._sample()  # noqa: SLF001 - timing the sampling itself
+            sampler._sample()  # timing the sampling itself
         per_sample = (time.process_time() - t0) / 200
 
     med_off, med_on = statistics.median(results["off"]), statistics.median(results["on"])

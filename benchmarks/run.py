@@ -42,9 +42,8 @@ from typing import Any
 import numpy as np
 
 from alexbench.atomic import atomic_write_text, strict_json
-from benchmarks.harness import (REPO, BenchError, Config, Machine, Worker, interleave, median, paired_ratio,
-                                summary)
 from benchmarks.arrays import save_arrays
+from benchmarks.harness import REPO, BenchError, Config, Machine, Worker, interleave, median, paired_ratio, summary
 from benchmarks.mfu import CONV_SHAPE, default_precision, mfu, training_flops
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"

@@ -10,7 +10,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ALEXBENCH_QUIET", "1")
 
-from support.toydata import CLASSES, synthetic_dataset, tiny_config, write_image_folder  # noqa: E402,F401 - re-exported
+from support.toydata import CLASSES, synthetic_dataset, tiny_config, write_image_folder  # noqa: F401 - re-exported
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +31,9 @@ def imagenet_weights(tmp_path_factory):
     """A ``--weights-dir`` holding stand-ins for the official files under their official names
     (random weights in the official formats): torchvision's AlexNet and keras.applications'
     VGG16 notop. ``{"dir": folder, "alexnet": torch model, "vgg16_notop": keras model}``."""
-    from alexbench.runner import expected_weights_name
     from support.weights import write_keras_vgg16_notop, write_torchvision_weights
+
+    from alexbench.runner import expected_weights_name
 
     folder = tmp_path_factory.mktemp("imagenet-weights")
     alexnet = write_torchvision_weights("alexnet", folder / expected_weights_name("alexnet", "torch"))

@@ -13,10 +13,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import synthetic_dataset, tiny_config
 
 from alexbench.errors import UserError
 from alexbench.frameworks import import_keras
-from conftest import synthetic_dataset, tiny_config
 
 import_keras()  # TensorFlow in this process: the other backends must go through child processes
 
@@ -118,9 +118,10 @@ def test_another_backend_cannot_be_imported_in_this_process():
 
 
 def test_compare_and_report_name_each_backend(tmp_path):
+    from support.fakeruns import make_fake_run
+
     from alexbench.report import write_report
     from alexbench.report.compare import compare
-    from support.fakeruns import make_fake_run
 
     y = np.arange(1000) % 10
     runs = [make_fake_run(tmp_path / "a", framework="torch", y_true=y, accuracy=0.8),

@@ -41,10 +41,9 @@ def test_benchmark_modules_import_no_cycle():
 
 
 def test_worker_rounds_and_tables(tmp_path):
+    from benchmarks.arrays import load_arrays, save_arrays
     from benchmarks.harness import Config, Machine, Worker, interleave, paired_ratio, summary
     from benchmarks.run import build_tables, render
-
-    from benchmarks.arrays import load_arrays, save_arrays
 
     rng = np.random.default_rng(0)
     data = tmp_path / "arrays"
@@ -89,8 +88,8 @@ def test_worker_rounds_and_tables(tmp_path):
 
 
 def test_peak_in_the_steps_precision_with_each_frameworks_kernels():
-    from benchmarks.mfu import CONV_SHAPE, GemmTarget, TfGemmTarget, conv_flops_count, default_precision
     from alexbench.frameworks import cpu_has_bf16
+    from benchmarks.mfu import CONV_SHAPE, GemmTarget, TfGemmTarget, conv_flops_count, default_precision
 
     assert default_precision() == ("bf16" if cpu_has_bf16() else "fp32")
     assert conv_flops_count(*CONV_SHAPE) == 2 * 32 * 32 * 32 * 256 * 256 * 9
@@ -127,10 +126,11 @@ def test_tables_name_the_precision_and_the_peak_of_each_framework():
 
 
 def test_recipes_budget_run_readback_and_table(tmp_path):
+    from conftest import synthetic_dataset
+
     from alexbench.train import train_flops
     from benchmarks.recipes import CANDIDATES, candidate, config_for, markdown, planned_flops, run_candidate
     from benchmarks.run import machine_info
-    from conftest import synthetic_dataset
 
     # every shipped candidate but the reference fits the 0.5 PFLOP budget on the 45,000-image split
     for c in CANDIDATES:

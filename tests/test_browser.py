@@ -19,9 +19,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.fakeruns import make_fake_run
 
 from alexbench.report import write_report
-from support.fakeruns import make_fake_run
 
 
 def _chromium() -> str | None:

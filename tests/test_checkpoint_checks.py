@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from alexbench.errors import UserError
 from conftest import tiny_config
 
+from alexbench.errors import UserError
 
-def _engine(framework: str):  # noqa: ANN202
+
+def _engine(framework: str):
     from alexbench.data.stream import Normalization
     from alexbench.engines import make_engine
 
@@ -26,7 +26,7 @@ def _engine(framework: str):  # noqa: ANN202
 
 
 @pytest.fixture(scope="module")
-def torch_ckpt(tmp_path_factory):  # noqa: ANN201
+def torch_ckpt(tmp_path_factory):
     eng = _engine("torch")
     eng.train_step(np.zeros((4, 32, 32, 3), np.uint8), np.arange(4), 0.01)  # momentum buffers exist
     path = tmp_path_factory.mktemp("t") / "last.pt"
@@ -34,7 +34,7 @@ def torch_ckpt(tmp_path_factory):  # noqa: ANN201
     return eng, path
 
 
-def _torch_case(base: Path, tmp: Path, change) -> str:  # noqa: ANN001
+def _torch_case(base: Path, tmp: Path, change) -> str:
     import torch
 
     blob = torch.load(base, weights_only=True)
@@ -44,7 +44,7 @@ def _torch_case(base: Path, tmp: Path, change) -> str:  # noqa: ANN001
     return str(out)
 
 
-def _first(blob):  # noqa: ANN001, ANN202
+def _first(blob):
     return next(iter(blob["model"]))
 
 
@@ -96,7 +96,7 @@ def test_torch_checkpoint_that_expands_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def keras_ckpt(tmp_path_factory):  # noqa: ANN201
+def keras_ckpt(tmp_path_factory):
     eng = _engine("keras")
     eng.train_step(np.zeros((4, 32, 32, 3), np.uint8), np.arange(4), 0.01)
     path = tmp_path_factory.mktemp("k") / "last.npz"
@@ -104,7 +104,7 @@ def keras_ckpt(tmp_path_factory):  # noqa: ANN201
     return eng, path
 
 
-def _set(key: str, value) -> callable:  # noqa: ANN001
+def _set(key: str, value) -> callable:
     return lambda d: d.__setitem__(key, value)
 
 
@@ -146,7 +146,7 @@ def test_keras_checkpoint_parts_are_checked(case, keras_ckpt, tmp_path):
     assert needle in str(info.value), str(info.value)
 
 
-def _h5(path: Path, build) -> str:  # noqa: ANN001
+def _h5(path: Path, build) -> str:
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -154,7 +154,7 @@ def _h5(path: Path, build) -> str:  # noqa: ANN001
     return str(path)
 
 
-def _legacy(f, weight=None, group=True):  # noqa: ANN001, ANN202
+def _legacy(f, weight=None, group=True):
     f.attrs["layer_names"] = [b"conv1"]
     if group:
         g = f.create_group("conv1")
@@ -165,7 +165,7 @@ def _legacy(f, weight=None, group=True):  # noqa: ANN001, ANN202
         f.create_dataset("conv1", data=np.zeros(3))
 
 
-def _keras3(f, kind="dataset"):  # noqa: ANN001, ANN202
+def _keras3(f, kind="dataset"):
     if kind == "layers-dataset":
         f.create_dataset("layers", data=np.zeros(3))
         return

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from alexbench.cli import main
-from alexbench.config import apply_overrides, load_yaml, resolve_config
+from alexbench.config import ScheduleConfig, apply_overrides, load_yaml, resolve_config
 from alexbench.errors import UserError
 from alexbench.schedule import lr_at
-from alexbench.config import ScheduleConfig
 
 
 @pytest.mark.parametrize("override,field", [

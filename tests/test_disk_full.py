@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_config
+from support.toydata import write_binary_source
 
 from alexbench.atomic import file_hook
 from alexbench.cli import main
 from alexbench.data import cache
-from support.toydata import write_binary_source
-from conftest import tiny_config
 
 TIMING = {"seconds", "elapsed_seconds", "images_per_second"}
 
@@ -34,7 +34,7 @@ def enospc() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def fail(exc: BaseException):  # noqa: ANN201 - for use inside a lambda
+def fail(exc: BaseException):  # for use inside a lambda
     raise exc
 
 
@@ -123,7 +123,7 @@ def test_full_disk_at_a_checkpoint(where, cli_setup, tmp_path, monkeypatch, caps
         if where == "write":
             real_save = TorchEngine.save
 
-            def save(self, path, meta):  # noqa: ANN001, ANN202
+            def save(self, path, meta):
                 if Path(path).name.startswith(".last.pt.") and full_now():
                     real_save(self, path, meta)
                     os.truncate(path, os.path.getsize(path) // 2)  # what got out before the disk filled
@@ -158,20 +158,20 @@ def test_full_disk_at_a_checkpoint(where, cli_setup, tmp_path, monkeypatch, caps
 class _FullAfter:
     """A file object whose writes fail with ENOSPC once ``limit`` bytes went through."""
 
-    def __init__(self, fh, limit: int) -> None:  # noqa: ANN001
+    def __init__(self, fh, limit: int) -> None:
         self.fh, self.limit, self.written = fh, limit, 0
 
-    def write(self, data) -> int:  # noqa: ANN001
+    def write(self, data) -> int:
         if self.written + len(data) > self.limit:
             self.fh.write(bytes(data)[: max(0, self.limit - self.written)])
             raise enospc()
         self.written += len(data)
         return self.fh.write(data)
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self.fh, name)
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -232,7 +232,7 @@ def test_full_disk_at_the_report(where, fake_runs, tmp_path, monkeypatch, capsys
         if where == "write":
             real = Path.write_bytes
 
-            def write_bytes(self, data):  # noqa: ANN001, ANN202
+            def write_bytes(self, data):
                 if self.name.startswith(".report.md."):
                     real(self, data[: len(data) // 3])
                     raise enospc()

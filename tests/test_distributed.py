@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support.toydata import synthetic_dataset, write_image_folder
 
 HERE = Path(__file__).parent
@@ -92,8 +91,8 @@ def _weights_at_init() -> dict[str, np.ndarray]:
     """The weights both runs started from (the builder is seeded by ``seed``)."""
     from support.ddprun import config
 
-    from alexbench.models import create_model
     from alexbench.frameworks import import_torch
+    from alexbench.models import create_model
 
     torch = import_torch(1)
     cfg = config()

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_config, write_image_folder
 
 from alexbench.cli import main
 from alexbench.errors import UserError
 from alexbench.evaluate import evaluate_checkpoint
 from alexbench.train import train
-from conftest import tiny_config, write_image_folder
 
 
 @pytest.fixture(scope="module")

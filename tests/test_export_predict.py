@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import synthetic_dataset, tiny_config
 from PIL import Image
 
 from alexbench.cli import main
-from conftest import synthetic_dataset, tiny_config
 
 CLASSES = synthetic_dataset().classes
 

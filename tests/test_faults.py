@@ -24,13 +24,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import synthetic_dataset, tiny_config
+from support.kills import KERAS_BOUND, PHASES, command
+from support.toydata import write_binary_source
 
 from alexbench import checkpoint as ckpt
 from alexbench.atomic import _HOST, atomic_write_text, remove_stale_temps
 from alexbench.cli import main
-from support.kills import KERAS_BOUND, PHASES, command
-from support.toydata import write_binary_source
-from conftest import synthetic_dataset, tiny_config
 
 N_TORCH = 20
 N_KERAS = 4
@@ -43,7 +43,7 @@ class _SummaryLine:
     def __init__(self, line: str) -> None:
         self.line = line
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:  # noqa: ANN001
+    def pytest_terminal_summary(self, terminalreporter) -> None:
         terminalreporter.write_line(self.line)
 
 
@@ -125,13 +125,13 @@ class _Stop(BaseException):
     """Stands in for a kill in-process: not an Exception, so nothing in the loop catches it."""
 
 
-def _run_until(out: Path, stop_when, data=None) -> None:  # noqa: ANN001
+def _run_until(out: Path, stop_when, data=None) -> None:
     """Train (checkpoint after every step) until ``stop_when(progress)`` is true right after a last-checkpoint save."""
     from alexbench.hooks import Hooks
     from alexbench.train import train
 
     class StopAfter(Hooks):
-        def checkpoint_written(self, name, path, progress):  # noqa: ANN001
+        def checkpoint_written(self, name, path, progress):
             if name == "last" and stop_when(progress):
                 raise _Stop
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
 
 OPTIMIZERS = {
@@ -22,12 +21,12 @@ STEPS = 5
 BOUND = {"sgd": 1e-6, "adam": 1e-4, "adamw": 1e-4}
 
 
-def _batches(n: int = STEPS):  # noqa: ANN202
+def _batches(n: int = STEPS):
     rng = np.random.default_rng(0)
     return [(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 8)) for _ in range(n)]
 
 
-def _engine(fused: bool, opt: dict):  # noqa: ANN202
+def _engine(fused: bool, opt: dict):
     from alexbench.data.stream import Normalization
     from alexbench.engines import make_engine
 
@@ -37,7 +36,7 @@ def _engine(fused: bool, opt: dict):  # noqa: ANN202
     return eng
 
 
-def _weights(eng) -> dict:  # noqa: ANN001
+def _weights(eng) -> dict:
     return {k: v.detach().clone() for k, v in eng.model.state_dict().items()}
 
 

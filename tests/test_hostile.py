@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import tiny_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support.toydata import CLASSES, toy_arrays, write_binary_source
 
 from alexbench.cli import main
 from alexbench.data.cache import cache_file, source_sha256
-from support.toydata import CLASSES, toy_arrays, write_binary_source
 from alexbench.metrics import classification_metrics
-from conftest import tiny_config
 
 
 class _System:
@@ -131,7 +131,7 @@ def run_folder(base: Path, ckpt_bytes: bytes, name: str = "best.pt", **cfg_over)
     return run
 
 
-def torch_file(obj) -> bytes:  # noqa: ANN001
+def torch_file(obj) -> bytes:
     import torch
 
     buf = io.BytesIO()
@@ -139,12 +139,12 @@ def torch_file(obj) -> bytes:  # noqa: ANN001
     return buf.getvalue()
 
 
-def alexbench_checkpoint(model_state, meta: str = "{}") -> bytes:  # noqa: ANN001
+def alexbench_checkpoint(model_state, meta: str = "{}") -> bytes:
     return torch_file({"format": "alexbench-torch-checkpoint-v1", "model": model_state, "optimizer": {},
                        "torch_rng": __import__("torch").get_rng_state(), "meta_json": meta})
 
 
-def cifar_state(width: float):  # noqa: ANN201
+def cifar_state(width: float):
     from alexbench.models import create_model
 
     return create_model("alexnet_cifar", "torch", width=width).state_dict()

@@ -23,11 +23,11 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from conftest import synthetic_dataset, tiny_config
 from PIL import Image
 
 from alexbench.cli import main
 from alexbench.train import train
-from conftest import synthetic_dataset, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ class Row:
 ROWS: list[Row] = []
 
 
-def row(kind: str, *needles: str, target: str = "out", max_rss_mib: int | None = None):  # noqa: ANN201
+def row(kind: str, *needles: str, target: str = "out", max_rss_mib: int | None = None):
     def deco(make: Callable[[Path, dict], list[str]]) -> Callable[[Path, dict], list[str]]:
         ROWS.append(Row(kind, make, needles, target, max_rss_mib))
         return make
@@ -57,7 +57,7 @@ def row(kind: str, *needles: str, target: str = "out", max_rss_mib: int | None =
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):  # noqa: ANN201
+def runs(tmp_path_factory):
     """A finished tiny torch run, read-only: rows copy it before they tamper."""
     base = tmp_path_factory.mktemp("runs")
     train(tiny_config("torch", epochs=1), base / "torch", data=synthetic_dataset(n_train_per_class=6,
@@ -335,7 +335,7 @@ class _Zeros(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # noqa: ANN001
+    def readinto(self, b) -> int:
         n = min(len(b), self.left)
         b[:n] = bytes(n)
         self.left -= n
@@ -348,7 +348,7 @@ def _png(mode: str = "RGB", size: int = 8) -> bytes:
     return buf.getvalue()
 
 
-def _folder_members(extra: list[tuple[str, bytes | int]] = ()) -> list[tuple[str, bytes | int]]:  # noqa: B006
+def _folder_members(extra: list[tuple[str, bytes | int]] = ()) -> list[tuple[str, bytes | int]]:
     honest = [(f"d/{split}/{cls}/{i}.png", _png()) for split in ("train", "test") for cls in ("cats", "dogs")
               for i in range(2)]
     return honest + list(extra)

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+from support import kills
+from support.toydata import write_binary_source
 
 from alexbench.atomic import RunLock
 from alexbench.cli import main
 from alexbench.errors import UserError
 from alexbench.rundir import run_slug
-from support import kills
-from support.toydata import write_binary_source
 
 SLUG = run_slug("alexnet_cifar", "torch", None, 0)
 

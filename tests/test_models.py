@@ -9,8 +9,16 @@ import pytest
 
 from alexbench.errors import UserError
 from alexbench.frameworks import import_keras, import_torch
-from alexbench.models import (MODELS, count_params, create_model, flops_per_image, head_layer_names,
-                              reset_classifier, set_base_trainable, torch_train_mode)
+from alexbench.models import (
+    MODELS,
+    count_params,
+    create_model,
+    flops_per_image,
+    head_layer_names,
+    reset_classifier,
+    set_base_trainable,
+    torch_train_mode,
+)
 
 torch = import_torch()
 keras = import_keras()

@@ -9,9 +9,9 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import synthetic_dataset, tiny_config
 
 from alexbench.resources import COLUMNS, ResourceSampler, read_resources, summarize
-from conftest import synthetic_dataset, tiny_config
 
 
 def _scalars(run: Path) -> dict[str, list]:

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support.fakeruns import make_fake_run
 
 from alexbench.cli import main
 from alexbench.outputs import MANIFEST, claim_run_folder, is_run_folder
-from support.fakeruns import make_fake_run
 
 
 @pytest.fixture(scope="module")

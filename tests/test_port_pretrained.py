@@ -13,7 +13,6 @@ import sys
 import textwrap
 import urllib.error
 
-import h5py
 import numpy as np
 import pytest
 

@@ -22,6 +22,7 @@ import math
 
 import pytest
 import yaml
+from conftest import synthetic_dataset, write_image_folder
 
 from alexbench.cli import main
 from alexbench.config import load_yaml
@@ -29,7 +30,6 @@ from alexbench.hooks import Hooks
 from alexbench.models import accepted_sizes
 from alexbench.runner import PRESETS, _with_offline_weights, load_plan, preset_path
 from alexbench.train import train
-from conftest import synthetic_dataset, write_image_folder
 
 # 20 training images: 10 train (two steps of 5), 10 validation (one batch)
 TINY = ["epochs=1", "batch_size=5", "eval_batch_size=10", "val_fraction=0.5", "checkpoint_minutes=1000"]

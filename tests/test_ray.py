@@ -23,8 +23,7 @@ from alexbench.ray_executor import LOCAL_ENV
 # as alexbench's own local instance: 127.0.0.1 only (for the drivers that join it too), and no
 # memory monitor (it counts the whole machine's memory, other programs' included)
 os.environ.update(LOCAL_ENV)
-import ray  # noqa: E402 - part of the test extra (pip install -e '.[test]'); reads the variable above
-
+import ray  # part of the test extra (pip install -e '.[test]'); reads the variable above
 from support.toydata import write_image_folder
 
 SRC = str(Path(__file__).parent.parent)

@@ -14,9 +14,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+from conftest import write_image_folder
 
 from alexbench.cli import build_parser, main
-from conftest import write_image_folder
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_DATA = "cifar-10-python.tar.gz"  # the source the examples name

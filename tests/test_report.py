@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.fakeruns import make_fake_run
 
 from alexbench.cli import main
 from alexbench.errors import UserError
 from alexbench.report import compare, load_run, write_report
 from alexbench.report.commands import compare_command, format_tables, print_comparison, report_command
 from alexbench.rundir import read_history
-from support.fakeruns import make_fake_run
 from alexbench.stats import mcnemar_exact, paired_difference
 
 SKIPPED = {"entry": "alexnet/keras/imagenet/s0", "model": "alexnet", "framework": "keras",

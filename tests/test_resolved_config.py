@@ -6,6 +6,7 @@ import json
 
 import pytest
 import yaml
+from conftest import tiny_config, write_image_folder
 
 from alexbench import rundir
 from alexbench.cli import main
@@ -13,7 +14,6 @@ from alexbench.config import load_yaml, resolve_config, validate
 from alexbench.errors import UserError
 from alexbench.resume import same_run_config
 from alexbench.train import train
-from conftest import tiny_config, write_image_folder
 
 DECIDED = ("input_size", "normalization", "threads", "device", "precision")
 

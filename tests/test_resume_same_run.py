@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_config, write_image_folder
 
 from alexbench.cli import main
 from alexbench.errors import UserError
 from alexbench.hooks import Hooks
 from alexbench.train import train
-from conftest import tiny_config, write_image_folder
 
 
 def _source(root: Path, seed: int) -> Path:
@@ -29,20 +29,20 @@ class _Stop(Exception):
 
 
 class _StopAfterFirstEpoch(Hooks):
-    def checkpoint_written(self, name, path, progress):  # noqa: ANN001
+    def checkpoint_written(self, name, path, progress):
         if name == "last" and progress["epoch"] == 1:
             raise _Stop
 
 
 @pytest.fixture(scope="module", autouse=True)
-def data_home(tmp_path_factory):  # noqa: ANN201
+def data_home(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # the decoded-data cache stays inside the test's folders
         mp.setenv("ALEXBENCH_DATA", str(tmp_path_factory.mktemp("data-home")))
         yield
 
 
 @pytest.fixture(scope="module")
-def stopped_run(tmp_path_factory, data_home):  # noqa: ANN001, ANN201
+def stopped_run(tmp_path_factory, data_home):
     base = tmp_path_factory.mktemp("resume")
     src_a, src_b = _source(base / "data-a", 0), _source(base / "data-b", 1)
     run = base / "run"
@@ -58,7 +58,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def run_copy(stopped_run, tmp_path):  # noqa: ANN201
+def run_copy(stopped_run, tmp_path):
     run, src_a, src_b = stopped_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from conftest import write_image_folder
+
 import alexbench.train as train_mod
 from alexbench.cli import main
 from alexbench.rundir import read_state
-from conftest import write_image_folder
 
 DEFAULTS = """
 seeds: [0]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import synthetic_dataset
 
 import alexbench.train as train_mod
-from alexbench.errors import UserError
 from alexbench.cli import main
+from alexbench.errors import UserError
 from alexbench.runner import PRESETS, load_plan, parse_seeds, run
-from conftest import synthetic_dataset
 
 TINY_PRESET = """
 name: tiny

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks.seed_rows import PRESETS, SCALES, _markdown, write_plans
-
 from alexbench.runner import load_plan
+from benchmarks.seed_rows import PRESETS, SCALES, _markdown, write_plans
 
 
 def test_scaled_plans_keep_the_protocol(tmp_path):

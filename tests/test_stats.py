@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix
 
-from alexbench.stats import (mcnemar_exact, mean_std, paired_difference, per_class_from_confusion,
-                                    wilson_interval)
+from alexbench.stats import mcnemar_exact, mean_std, paired_difference, per_class_from_confusion, wilson_interval
 
 FAST = settings(max_examples=150, deadline=None)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import synthetic_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alexbench.data.stream import BatchStream, eval_batches, normalization, prefetch, split_train_val
 from alexbench.errors import UserError
-from conftest import synthetic_dataset
 
 
 def _labelled_images(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -33,9 +33,10 @@ def test_strict_parser_really_refuses_nan():
 
 def test_every_json_file_of_a_run_parses_strictly(tmp_path):
     """A run too short to time (every step is warm-up) and without validation: its nulls carry reasons."""
+    from conftest import write_image_folder
+
     from alexbench.cli import main
     from alexbench.runner import run
-    from conftest import write_image_folder
 
     preset = tmp_path / "p.yaml"
     preset.write_text("""

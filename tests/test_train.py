@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import synthetic_dataset, tiny_config
+from support import kills
+from support.toydata import write_binary_source
 
 from alexbench.errors import TrainingDiverged, UserError
 from alexbench.evaluate import evaluate_checkpoint
 from alexbench.rundir import HISTORY_COLUMNS
 from alexbench.train import train
-from conftest import synthetic_dataset, tiny_config
-from support import kills
-from support.toydata import write_binary_source
 
 TOP_KEYS = ["model", "framework", "pretrained", "dataset", "params_trainable", "params_total", "flops_per_image",
             "epochs", "test", "train_seconds", "peak_rss_bytes", "system", "config", "code_version"]

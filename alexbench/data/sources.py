@@ -30,10 +30,27 @@ import numpy as np
 from alexbench.data import cache, download
 from alexbench.data.cifar_batches import Decoded, read_cifar_binary, read_cifar_python
 from alexbench.data.dataset import CIFAR10_CLASSES, Dataset
-from alexbench.data.detect import (EMBEDDED, SAMPLE_NAME, SAMPLE_PATH, candidate_paths, describe_source,
-                                   dir_format_hint, find_default_source, peek_tar_format, resolve_source)
-from alexbench.data.download import (BINARY_MD5, BINARY_SIZE, BINARY_URL, PYTHON_MD5, PYTHON_SIZE, PYTHON_URL,
-                                     download_cifar10, official_md5)
+from alexbench.data.detect import (
+    EMBEDDED,
+    SAMPLE_NAME,
+    SAMPLE_PATH,
+    candidate_paths,
+    describe_source,
+    dir_format_hint,
+    find_default_source,
+    peek_tar_format,
+    resolve_source,
+)
+from alexbench.data.download import (
+    BINARY_MD5,
+    BINARY_SIZE,
+    BINARY_URL,
+    PYTHON_MD5,
+    PYTHON_SIZE,
+    PYTHON_URL,
+    download_cifar10,
+    official_md5,
+)
 from alexbench.data.image_folder import read_image_folder
 from alexbench.errors import UserError
 

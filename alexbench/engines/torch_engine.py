@@ -16,8 +16,8 @@ import contextlib
 import numpy as np
 
 from alexbench import checkpoint as ckpt
-from alexbench.atomic import strict_json
 from alexbench import distributed
+from alexbench.atomic import strict_json
 from alexbench.config import TrainConfig
 from alexbench.data.stream import Normalization
 from alexbench.errors import UserError

@@ -39,8 +39,14 @@ from alexbench.errors import UserError
 from alexbench.models.finetune import reset_classifier, set_base_trainable, torch_train_mode
 from alexbench.models.flops import flops_per_image
 from alexbench.models.geometry import Geometry, alexnet_layout, cifar_layout, describe_sizes, vgg16_layout
-from alexbench.models.options import (AlexNet2012Options, AlexNetBNOptions, AlexNetCifarOptions, AlexNetOptions,
-                                      ModelOptions, VGG16Options)
+from alexbench.models.options import (
+    AlexNet2012Options,
+    AlexNetBNOptions,
+    AlexNetCifarOptions,
+    AlexNetOptions,
+    ModelOptions,
+    VGG16Options,
+)
 from alexbench.models.pretrained import WeightsUnavailable
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "keras")

@@ -20,8 +20,8 @@ def _table(rows: list[list[str]], right: set[int]) -> str:
 def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
     """One dict per registered model: params per framework and FLOPs per framework."""
     from alexbench.models import MODELS, accepted_sizes, count_params, create_model
-    from alexbench.models.geometry import describe_sizes
     from alexbench.models.flops import keras_flops, torch_flops
+    from alexbench.models.geometry import describe_sizes
 
     rows = []
     for name, spec in MODELS.items():

@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 
 from alexbench.frameworks import import_keras, import_torch
-from alexbench.models import count_params, create_model, get_spec
-from alexbench.models import port
+from alexbench.models import count_params, create_model, get_spec, port
 from alexbench.models.flops import keras_flops, torch_flops
 
 TOL = 1e-4

@@ -8,8 +8,17 @@ import sys
 from typing import Any, Sequence, TextIO
 
 from alexbench.report.compare import compare
-from alexbench.report.formatting import (fmt_ci, fmt_count, fmt_duration, fmt_framework, fmt_int, fmt_p, fmt_pct,
-                                         fmt_pflop, fmt_points)
+from alexbench.report.formatting import (
+    fmt_ci,
+    fmt_count,
+    fmt_duration,
+    fmt_framework,
+    fmt_int,
+    fmt_p,
+    fmt_pct,
+    fmt_pflop,
+    fmt_points,
+)
 from alexbench.report.render import write_report
 
 __all__ = ["compare_command", "report_command", "print_comparison", "format_tables", "embedded_note", "use_rich"]

@@ -31,8 +31,8 @@ from alexbench.atomic import atomic_path
 from alexbench.errors import UserError
 from alexbench.outputs import check_report_targets, publish_folder, unwritable
 from alexbench.report import plots
-from alexbench.report.formatting import FILTERS
 from alexbench.report.compare import RunRecord, compare_runs, load_runs
+from alexbench.report.formatting import FILTERS
 from alexbench.stats import ALPHA
 
 __all__ = ["write_report", "build_context"]

@@ -23,17 +23,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from support.toydata import synthetic_dataset, tiny_config  # noqa: E402
-
-from alexbench.engines.torch_engine import TorchEngine  # noqa: E402
-from alexbench.hooks import Hooks  # noqa: E402
-from alexbench.train import train  # noqa: E402
+from alexbench.engines.torch_engine import TorchEngine
+from alexbench.hooks import Hooks
+from alexbench.train import train
+from support.toydata import synthetic_dataset, tiny_config
 
 LABELS: list[list[int]] = []
 _train_step = TorchEngine.train_step
 
 
-def _recording_step(self, xb, yb, lr):  # noqa: ANN001, ANN202
+def _recording_step(self, xb, yb, lr):
     LABELS.append(yb.tolist())
     return _train_step(self, xb, yb, lr)
 
@@ -53,7 +52,7 @@ class Record(Hooks):
             raise Stop
 
 
-def config(epochs: int = 2):  # noqa: ANN201
+def config(epochs: int = 2):
     """alexnet_cifar at 1/8 width without BatchNorm or dropout, a constant lr high enough to move every
     weight in a few steps, a checkpoint after every step."""
     return tiny_config("torch", model_options={"width": 0.125, "norm": "none", "dropout": 0.0}, epochs=epochs,

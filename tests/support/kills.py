@@ -407,7 +407,7 @@ def _check_file(path: Path) -> str | None:
         elif name.endswith(".npz"):
             with np.load(path, allow_pickle=False) as z:
                 for key in z.files:
-                    z[key]  # noqa: B018 - reading checks the zip CRC
+                    z[key]  # reading checks the zip CRC
         elif name.endswith(".json"):
             json.loads(path.read_text())
         elif name.endswith(".yaml"):
@@ -731,8 +731,8 @@ def run_suite(n_torch: int, n_keras: int, seed: int, workdir: Path, echo: Callab
     # framework runtime may start in this process, because every run happens in a forked child
     import_keras(1)  # system_info() reports the TensorFlow/Keras versions of every run: import them once here
     import_torch(1)
-    import alexbench.report  # noqa: F401 - imported once here rather than in every child
-    import alexbench.runner  # noqa: F401
+    import alexbench.report  # imported once here rather than in every child
+    import alexbench.runner
     import alexbench.train  # noqa: F401
 
     suite = Suite(workdir, echo, keep)

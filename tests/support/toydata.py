@@ -84,7 +84,7 @@ def tiny_config_dict(framework: str = "torch", **over: object) -> dict:
     return data
 
 
-def tiny_config(framework: str = "torch", **over: object):  # noqa: ANN201 - a TrainConfig
+def tiny_config(framework: str = "torch", **over: object):  # a TrainConfig
     """:func:`tiny_config_dict`, validated."""
     from alexbench.config import validate
 
