@@ -64,7 +64,7 @@ def _ratios(part: str, cfgs: dict[str, Config]) -> dict[str, dict]:
     return out
 
 
-def measure(part: str, data: dict, rounds: int, steps: int, warm: int, log_dir: Path) -> dict:
+def measure(part: str, data: dict, rounds: int, steps: int, warm: int, log_dir: Path, profile: int = 0) -> dict:
     g = Group(log_dir)
     try:
         workers = {}
@@ -78,9 +78,13 @@ def measure(part: str, data: dict, rounds: int, steps: int, warm: int, log_dir: 
         # the machine is shared: wait briefly for quiet, then measure and record what others took
         machine = Machine(max_wait=3.0, budget=30.0)
         interleave(list(cfgs.values()), rounds, warm_round={"steps": 1, "warmup": 1}, log=log, machine=machine)
+        profiles = {}
+        for label in (label for label in cfgs if profile and label.endswith("fused step")):
+            log(f"  profiling {label} ({profile} steps)")
+            profiles[label] = workers[label].call({"op": "profile", "steps": profile})
         return {"setup_seconds": {k: v["setup_seconds"] for k, v in setup.items()},
                 "ips": {label: summary(c) for label, c in cfgs.items()}, "ratios": _ratios(part, cfgs),
-                "others_cpu_share": machine.others_shares}
+                "others_cpu_share": machine.others_shares, "profiles": profiles}
     finally:
         g.close()
 
@@ -94,6 +98,11 @@ def markdown(res: dict) -> str:
     for label, r in res["ratios"].items():
         lines.append(f"| {label} | {r['median']:.2f}× | {r['min']:.2f}–{r['max']:.2f}× | "
                      f"{', '.join(f'{v:.2f}' for v in r['rounds'])} |")
+    for label, prof in res.get("profiles", {}).items():
+        lines += ["", f"**{label}: one training step ({prof['tool']}; {prof['wall_ms_per_step']:.0f} ms/step wall)**",
+                  "", "| op | ms/step | share | calls/step |", "|---|--:|--:|--:|"]
+        lines += [f"| `{r['op']}` | {r['ms_per_step']:.1f} | {100 * r['share']:.1f}% | {r['calls_per_step']:.0f} |"
+                  for r in prof["by_op"]]
     return "\n".join(lines)
 
 
@@ -103,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA), help=f"dataset source (default: {DEFAULT_DATA})")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=None, help="timed steps per block (default: 3 at 224 px, 4 cifar)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after the rounds, profile each fused-step engine over STEPS steps (torch.profiler)")
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/fast_paths-<part>.json)")
     args = p.parse_args(argv)
     steps = args.steps or (3 if args.part == "224" else 4)
@@ -114,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                            "rounds": args.rounds, "steps": steps}
     with tempfile.TemporaryDirectory(prefix="alexbench-fast-") as work:
         res["data"] = prepare_data(args.data, FULL, Path(work))
-        res.update(measure(args.part, res["data"], args.rounds, steps, 1, out.parent / "logs"))
+        res.update(measure(args.part, res["data"], args.rounds, steps, 1, out.parent / "logs",
+                           args.profile))
     m = res["machine"]
     others = sorted(res["others_cpu_share"])
     print(f"{res['command']}, {res['started']}: {m.get('cpu')}, {m.get('cpus_usable')} cores "
