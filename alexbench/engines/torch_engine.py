@@ -96,7 +96,8 @@ class TorchEngine:
         o = cfg.optimizer
         params = list(model.parameters())
         # fused: one kernel updates every weight in one pass (the same update as the loop; BENCHMARKS.md
-        # "Fast paths"); None leaves torch's default (a per-parameter loop on CPU, foreach on CUDA)
+        # "Fast paths"); None leaves torch's default (a per-parameter loop on CPU, foreach on CUDA). The CPU kernel
+        # reads each gradient in its weight's memory layout, which autograd guarantees (tests/test_fused_optimizer.py)
         fused = {"fused": True} if o.fused else {}
         if o.name == "sgd":
             # coupled L2: torch adds weight_decay * w to the gradient before momentum
