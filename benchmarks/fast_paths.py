@@ -4,6 +4,8 @@
                                                    # fused and the loop optimizer step, against the seed's loop
     python -m benchmarks.fast_paths --part cifar   # alexnet_cifar b256: fused vs loop at bf16 and fp32, and
                                                    # fp32 without channels_last or with one thread
+    python -m benchmarks.fast_paths --part step    # the optimizer step alone (SGD, Adam, AdamW; fused, loop)
+                                                   # on alexnet's and alexnet_cifar's weights, in this process
 
 Every configuration is its own worker process (:mod:`benchmarks.worker`); the rounds run
 them in turn (A B C ... A B C ...), so each ratio pairs blocks measured minutes apart at
@@ -89,6 +91,51 @@ def measure(part: str, data: dict, rounds: int, steps: int, warm: int, log_dir: 
         g.close()
 
 
+def step_only(rounds: int) -> dict:
+    """``optimizer.step()`` alone on each model's weights (channels_last, random gradients), the kinds in turn."""
+    import statistics
+
+    import torch
+
+    from alexbench.models import create_model
+
+    out: dict[str, Any] = {"threads": torch.get_num_threads(), "ms": {}}
+    for model in ("alexnet", "alexnet_cifar"):
+        net = create_model(model, "torch", num_classes=10).to(memory_format=torch.channels_last)
+        params = list(net.parameters())
+        for p in params:
+            p.grad = torch.randn_like(p) * 1e-3
+        kinds = {}
+        for name, cls, kw in (("SGD nesterov", torch.optim.SGD, {"lr": 0.01, "momentum": 0.9, "nesterov": True}),
+                              ("Adam", torch.optim.Adam, {"lr": 1e-3}), ("AdamW", torch.optim.AdamW, {"lr": 1e-3})):
+            for fused in (True, False):
+                opt = cls(params, weight_decay=5e-4, **kw, **({"fused": True} if fused else {}))
+                opt.step()  # state allocated outside the timing
+                kinds[f"{model}, {name}, {'fused' if fused else 'loop'}"] = (opt, [])
+        for _ in range(rounds):
+            for opt, times in kinds.values():
+                t0 = time.perf_counter()
+                opt.step()
+                times.append(1e3 * (time.perf_counter() - t0))
+        n = sum(p.numel() for p in params)
+        for label, (_, times) in kinds.items():
+            out["ms"][label] = {"median": statistics.median(times), "min": min(times), "max": max(times),
+                                "rounds": times, "params": n}
+    return out
+
+
+def step_markdown(res: dict) -> str:
+    lines = ["| model, optimizer, step | weights | ms per step, median | range | loop / fused |",
+             "|---|--:|--:|--:|--:|"]
+    ms = res["ms"]
+    for label, s in ms.items():
+        loop = ms.get(label.replace(", fused", ", loop"))
+        ratio = f"{loop['median'] / s['median']:.1f}×" if label.endswith("fused") else ""
+        lines.append(f"| {label} | {s['params'] / 1e6:.1f} M | {s['median']:.0f} | {s['min']:.0f}–{s['max']:.0f} | "
+                     f"{ratio} |")
+    return "\n".join(lines)
+
+
 def markdown(res: dict) -> str:
     lines = ["| configuration | img/s, median | range | rounds |", "|---|--:|--:|---|"]
     for label, s in res["ips"].items():
@@ -108,7 +155,7 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.fast_paths", description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["224", "cifar"], required=True)
+    p.add_argument("--part", choices=["224", "cifar", "step"], required=True)
     p.add_argument("--data", default=str(DEFAULT_DATA), help=f"dataset source (default: {DEFAULT_DATA})")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=None, help="timed steps per block (default: 3 at 224 px, 4 cifar)")
@@ -123,6 +170,18 @@ def main(argv: list[str] | None = None) -> int:
                            "command": "python -m benchmarks.fast_paths " + " ".join(sys.argv[1:] if argv is None
                                                                                       else argv),
                            "rounds": args.rounds, "steps": steps}
+    if args.part == "step":
+        from alexbench.frameworks import import_torch
+
+        import_torch()  # alexbench's thread settings, as in the engine
+        res.update(step_only(args.rounds))
+        m = res["machine"]
+        print(f"{res['command']}, {res['started']}: {m.get('cpu')}, {res['threads']} threads, "
+              f"torch {m['versions'].get('torch')}; {args.rounds} rounds\n")
+        print(step_markdown(res))
+        atomic_write_text(out, strict_json(res, indent=1, default=str))
+        print(f"\nwrote {out}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="alexbench-fast-") as work:
         res["data"] = prepare_data(args.data, FULL, Path(work))
         res.update(measure(args.part, res["data"], args.rounds, steps, 1, out.parent / "logs",
