@@ -116,7 +116,8 @@ def train_in_child(cfg: TrainConfig, out: Path, *, data=None, resume: bool = Fal
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     with tempfile.TemporaryDirectory(prefix="alexbench-backend-") as tmp:
         spec = {"config": cfg.model_dump(mode="json"), "out": str(out), "resume": resume, "quiet": quiet,
-                "force": force, "verbosity": _verbosity(), "dataset": str(Path(tmp) / "dataset.npz"), "result": str(Path(tmp) / "result.json")}
+                "force": force, "verbosity": _verbosity(), "dataset": str(Path(tmp) / "dataset.npz"),
+                "result": str(Path(tmp) / "result.json")}
         _write_dataset(ds, Path(spec["dataset"]))
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "alexbench.backend_process", str(Path(tmp) / "spec.json")]

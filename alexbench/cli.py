@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("alexbench: interrupted")
         return 130
-    except Exception as exc:  # internal error: one line, plus the traceback with --debug
+    except Exception as exc:  # noqa: BLE001 - internal error: one line, plus the traceback with --debug
         if args.debug:
             traceback.print_exc()
             log.error(f"alexbench {args.command}: internal error: {type(exc).__name__}: {exc}")

@@ -108,7 +108,8 @@ def evaluate_checkpoint(target: str, data: str | None = None) -> dict:
     ds, splits = prepare_data(cfg, source)
     if list(splits.classes) != record["classes"]:
         raise UserError(f"{source or ds.source}: class names {list(splits.classes)} differ from the ones the "
-                        f"checkpoint was trained on {record['classes']} (eval needs the same classes in the same order)")
+                        f"checkpoint was trained on {record['classes']} "
+                        "(eval needs the same classes in the same order)")
     pre = record["preprocess"]
     norm = Normalization(pre["normalization"], tuple(pre["mean"]), tuple(pre["std"]), bgr=pre["channel_order"] == "BGR")
     engine = make_engine(cfg.model_copy(update={"pretrained": None}), len(record["classes"]), norm, pre["input_size"])

@@ -230,7 +230,8 @@ def _is_ours(path: Path, fmt: str) -> bool:
         if fmt == "onnx":
             import onnx
 
-            return any(p.key == "alexbench_version" for p in onnx.load(str(path), load_external_data=False).metadata_props)
+            props = onnx.load(str(path), load_external_data=False).metadata_props
+            return any(p.key == "alexbench_version" for p in props)
         with zipfile.ZipFile(path) as zf:
             return any(n.endswith("alexbench.json") for n in zf.namelist())
     except Exception:  # noqa: BLE001 - unreadable: not provably ours

@@ -34,7 +34,8 @@ from alexbench.errors import UserError
 from alexbench.rundir import CHECKPOINTS, CONFIG_HEADER, RUN_FILES, is_run_folder
 
 __all__ = ["CONFIG_HEADER", "MANIFEST", "ensure_folder", "check_file_target", "refuse_foreign",
-           "is_run_folder", "claim_run_folder", "missing_dirs", "remove_empty", "removed_if_unstarted", "check_json_output", "check_report_targets", "publish_folder", "unwritable"]
+           "is_run_folder", "claim_run_folder", "missing_dirs", "remove_empty", "removed_if_unstarted",
+           "check_json_output", "check_report_targets", "publish_folder", "unwritable"]
 
 MD_MARKER = "<!-- generator: alexbench"
 MANIFEST = ".alexbench-files.json"

@@ -97,7 +97,8 @@ def run_normalization(cfg: TrainConfig, x_train: np.ndarray) -> Normalization:
     return normalization(pick_normalization(cfg), x_train)
 
 
-def resolved_config(cfg: TrainConfig, norm: Normalization, input_size: int, threads: int, engine: Engine) -> TrainConfig:
+def resolved_config(cfg: TrainConfig, norm: Normalization, input_size: int, threads: int,
+                    engine: Engine) -> TrainConfig:
     """``cfg`` with every value decided at run time written as the value that runs (config.yaml)."""
     device = engine.device
     if device.startswith("/"):  # TensorFlow's "/CPU:0", "/GPU:1" -> the config's "cpu", "gpu:1"

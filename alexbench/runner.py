@@ -112,7 +112,8 @@ def load_plan(preset: str, config_file: str | None = None, overrides: list[str] 
             if overrides:
                 data = apply_overrides(data, overrides)
             cfg = validate(data, f"{path}: entries[{i}]")
-            entries.append(Entry(rundir.run_slug(cfg.model, cfg.framework, cfg.pretrained, seed, cfg.keras_backend), cfg))
+            slug = rundir.run_slug(cfg.model, cfg.framework, cfg.pretrained, seed, cfg.keras_backend)
+            entries.append(Entry(slug, cfg))
     if not entries:
         raise UserError(f"{path}: no entries")
     dup = {s for s, n in Counter(e.slug for e in entries).items() if n > 1}
@@ -255,7 +256,8 @@ def run(preset: str, out_dir: str, *, data=None, config_file: str | None = None,
         # skipped entries from an earlier, resumed invocation still belong in the report
         for slug, st in status["entries"].items():
             if st.get("status") in ("skipped", "failed") and slug not in {s["entry"] for s in skipped}:
-                skipped.append({"entry": slug, **{k: st.get(k) for k in ("model", "framework", "backend", "pretrained")},
+                skipped.append({"entry": slug,
+                                **{k: st.get(k) for k in ("model", "framework", "backend", "pretrained")},
                                 "status": st["status"], "reason": st.get("reason", "")})
         status["finished"] = time.time()
         atomic_write_json(status_path, status)

@@ -235,7 +235,8 @@ def _loop(cfg: TrainConfig, out: Path, engine: Engine, stream: BatchStream, spli
                 if frozen != frozen_now:
                     if pretrained_phases:
                         engine.set_base_trainable(not frozen)
-                        log(f"epoch {epoch + 1}: {'frozen base, training the head' if frozen else 'all layers trainable'}")
+                        phase = "frozen base, training the head" if frozen else "all layers trainable"
+                        log(f"epoch {epoch + 1}: {phase}")
                     frozen_now = frozen
                 lr_scale = cfg.finetune.unfrozen_lr_scale if (pretrained_phases and not frozen) else 1.0
                 engine.train_mode()
@@ -319,7 +320,8 @@ def _end_epoch(cfg: TrainConfig, out: Path, engine: Engine, splits: Splits, prog
            "lr": float(lr), "seconds": prog.epoch_seconds, "elapsed_seconds": prog.train_seconds,
            "images_per_second": ips}
     prog.history.append(row)
-    speed = f"{ips:.0f} img/s" if math.isfinite(ips) else f"img/s not timed (the first {WARMUP_STEPS} steps are warm-up)"
+    speed = (f"{ips:.0f} img/s" if math.isfinite(ips)
+             else f"img/s not timed (the first {WARMUP_STEPS} steps are warm-up)")
     val = f"val loss {val_loss:.4f} acc {val_acc:.4f}" if len(splits.y_val) else "no validation split"
     log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
         f"{val} | {row['seconds']:.1f}s, {speed}")

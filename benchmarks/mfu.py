@@ -119,7 +119,7 @@ class TfGemmTarget:
         for n in self.sizes:
             a = tf.cast(tf.random.normal((n, n)), dtype)
             b = tf.cast(tf.random.normal((n, n)), dtype)
-            per_size[str(n)] = _rate(lambda: tf.linalg.matmul(a, b).numpy(), 2.0 * n ** 3, self.reps)
+            per_size[str(n)] = _rate(lambda a=a, b=b: tf.linalg.matmul(a, b).numpy(), 2.0 * n ** 3, self.reps)
         out = {"precision": self.precision, "kernels": "tensorflow (oneDNN)", "matmul_by_size": per_size,
                "threads": self.threads}
         n, c_in, c_out, hw = self.conv_shape

@@ -564,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(log_dir)
     t_start = time.perf_counter()
     res: dict[str, Any] = {"date": date, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                           "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+                           "command": "python -m benchmarks.run "
+                                      + " ".join(argv if argv is not None else sys.argv[1:]),
                            "settings": asdict(s), "machine": machine_info(), "goals": GOALS}
     try:
         res["data"] = prepare_data(args.data, s, work)

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--target", type=float, default=0.88, help="test accuracy to reach (fraction)")
     p.add_argument("--out", default=None, help="run folder (default: runs/time-to-accuracy/<framework>-<time>)")
-    p.add_argument("--max-epochs", type=int, default=None, help="mechanics check only: fewer epochs (changes the recipe)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="mechanics check only: fewer epochs (changes the recipe)")
     p.add_argument("--max-train-images", type=int, default=None,
                    help="mechanics check only: fewer training images (changes the recipe)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         acc = float((probs.argmax(1) == y_test).mean())
         clock["observer"] += time.perf_counter() - t_end
         epochs.append({"epoch": row["epoch"], "wall_seconds": wall, "train_elapsed_seconds": row["elapsed_seconds"],
-                       "val_acc": row["val_acc"], "test_acc_observed": acc, "images_per_second": row["images_per_second"]})
+                       "val_acc": row["val_acc"], "test_acc_observed": acc,
+                       "images_per_second": row["images_per_second"]})
         print(f"epoch {row['epoch']}/{cfg.epochs}: {wall / 60:6.2f} min on the clock, val {row['val_acc']:.4f}, "
               f"test (observed) {acc:.4f}", file=sys.stderr, flush=True)
 
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out / "time_to_accuracy.json", result)
     if first:
         print(f"{args.framework}: test accuracy {first['test_acc_observed']:.4f} >= {args.target} first at epoch "
-              f"{first['epoch']}, {first['wall_seconds'] / 60:.2f} min (goal <= {GOAL_MINUTES[args.framework]:.0f} min: "
+              f"{first['epoch']}, {first['wall_seconds'] / 60:.2f} min "
+              f"(goal <= {GOAL_MINUTES[args.framework]:.0f} min: "
               f"{'met' if result['goal_met'] else 'NOT met'})")
     else:
         print(f"{args.framework}: test accuracy never reached {args.target} "

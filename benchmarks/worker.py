@@ -144,7 +144,8 @@ class EngineTarget:
         t0 = time.perf_counter()
         probs, _ = self.engine.predict(eval_batches(self.x_test[:n], self.y_test[:n], batch))
         sec = time.perf_counter() - t0
-        return {"images": n, "seconds": sec, "ips": n / sec, "accuracy": float((probs.argmax(1) == self.y_test[:n]).mean())}
+        return {"images": n, "seconds": sec, "ips": n / sec,
+                "accuracy": float((probs.argmax(1) == self.y_test[:n]).mean())}
 
     def op_profile(self, steps: int, top: int = 15, **_: object) -> dict:
         from benchmarks.profiles import profile_engine

@@ -56,7 +56,8 @@ def test_eval_on_another_source_keeps_the_training_normalization(trained, tmp_pa
         Image.fromarray((np.asarray(Image.open(png)) // 4).astype(np.uint8)).save(png)
     seen = []
     real = engines.make_engine
-    monkeypatch.setattr(engines, "make_engine", lambda cfg, k, norm, size: seen.append(norm) or real(cfg, k, norm, size))
+    monkeypatch.setattr(engines, "make_engine",
+                        lambda cfg, k, norm, size: seen.append(norm) or real(cfg, k, norm, size))
     res = evaluate_checkpoint(str(out), str(other))
     assert len(seen) == 1
     assert list(seen[0].mean) == m["dataset"]["preprocess"]["mean"]

@@ -136,8 +136,8 @@ def _run_until(out: Path, stop_when, data=None) -> None:
                 raise _Stop
 
     with pytest.raises(_Stop):
-        train(tiny_config("torch", checkpoint_minutes=1e-6), out, data=data if data is not None else synthetic_dataset(),
-              hooks=StopAfter())
+        train(tiny_config("torch", checkpoint_minutes=1e-6), out,
+              data=data if data is not None else synthetic_dataset(), hooks=StopAfter())
 
 
 def test_truncated_last_falls_back_to_prev_with_a_warning(tmp_path, monkeypatch, capsys, reference):

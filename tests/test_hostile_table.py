@@ -268,7 +268,8 @@ _config_row("config: nested 10,000 deep", "model_options: " + "[" * 10_000 + "]"
 _config_row("config: recursive alias", "model_options: &a {x: *a}\n", "refused: a recursive alias")
 _config_row("config: an integer of 5000 digits", "seed: " + "9" * 5000 + "\n", "refused", "digits")
 _config_row("config: over the size cap", "# " + "x" * (1 << 20) + "\nepochs: 1\n", "refused: larger than 64 KiB")
-_config_row("config: infinite learning rate", "optimizer: {lr: .inf}\n", "optimizer.lr: Input should be a finite number")
+_config_row("config: infinite learning rate", "optimizer: {lr: .inf}\n",
+            "optimizer.lr: Input should be a finite number")
 _config_row("config: NaN beta", "optimizer: {betas: [.nan, 0.9]}\n", "optimizer.betas.0: Input should be a finite")
 _config_row("config: infinite warm-up", "schedule: {warmup_epochs: .inf}\n", "schedule.warmup_epochs")
 _config_row("config: seed too large for NumPy", "seed: 18446744073709551616\n",
@@ -305,9 +306,10 @@ def _(t: Path, runs: dict) -> list[str]:
 
 
 for _flag, _value, _needle in [("--seed", "99999999999999999999", "must be in [0, 4294967295]"),
-                               ("--batch", "0", "must be in [1, 1024]"), ("--num-classes", "1", "must be in [2, 100000]")]:
-    ROWS.append(Row(f"parity: {_flag} {_value}", lambda t, runs, f=_flag, v=_value: ["parity", "--model", "alexnet_cifar",
-                                                                                     f, v],
+                               ("--batch", "0", "must be in [1, 1024]"),
+                               ("--num-classes", "1", "must be in [2, 100000]")]:
+    ROWS.append(Row(f"parity: {_flag} {_value}",
+                    lambda t, runs, f=_flag, v=_value: ["parity", "--model", "alexnet_cifar", f, v],
                     (f"argument {_flag}: {_needle}",)))
 
 

@@ -45,7 +45,8 @@ def test_both_engines_write_the_same_tensorboard_tags(finished_runs):
         for name, acc in metrics["test"]["per_class_accuracy"].items():
             assert scalars[f"test/per_class_accuracy/{name}"][0].value == pytest.approx(acc)
     assert tags["torch"] == tags["keras"]
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "images_per_second", "test/accuracy"} <= tags["torch"]
+    want = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "images_per_second", "test/accuracy"}
+    assert want <= tags["torch"]
 
 
 def test_every_run_records_its_resources(finished_runs):

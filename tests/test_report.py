@@ -26,7 +26,8 @@ SKIPPED = {"entry": "alexnet/keras/imagenet/s0", "model": "alexnet", "framework"
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("runs")
     return {
-        "torch": make_fake_run(base / "torch", framework="torch", accuracy=0.72, entry="alexnet_cifar/torch/scratch/s0"),
+        "torch": make_fake_run(base / "torch", framework="torch", accuracy=0.72,
+                               entry="alexnet_cifar/torch/scratch/s0"),
         "keras": make_fake_run(base / "keras", framework="keras", accuracy=0.66),
         "pre": make_fake_run(base / "pre", model="alexnet", pretrained="imagenet", accuracy=0.85, epochs=3),
         "running": make_fake_run(base / "running", model="vgg16", framework="keras", pretrained="imagenet",
@@ -259,7 +260,8 @@ def test_report_with_only_runs_in_progress(tmp_path: Path) -> None:
 
 
 def test_report_lists_failed_runs_and_missing_predictions(tmp_path: Path) -> None:
-    failed = make_fake_run(tmp_path / "f", epochs=5, epochs_done=2, status="failed", reason="loss became NaN at epoch 3")
+    failed = make_fake_run(tmp_path / "f", epochs=5, epochs_done=2, status="failed",
+                           reason="loss became NaN at epoch 3")
     nopred = make_fake_run(tmp_path / "n", framework="keras", with_predictions=False, epochs=2)
     html, _ = write_report([failed, nopred], tmp_path / "r.html")
     text = html.read_text()

@@ -37,7 +37,7 @@ def _learned(m: dict) -> dict:
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_one_run_writes_the_whole_run_folder(framework, tmp_path, tiny_ds):
     out = tmp_path / "run"
-    m = train(tiny_config(framework, epochs=1), out, data=tiny_ds)
+    train(tiny_config(framework, epochs=1), out, data=tiny_ds)
     for name in ("config.yaml", "history.csv", "metrics.json", "predictions.npz", "log.txt", "state.json"):
         assert (out / name).exists(), name
     ext = ".pt" if framework == "torch" else ".npz"

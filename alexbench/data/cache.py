@@ -197,7 +197,8 @@ def _stored_array(path: Path, zf: zipfile.ZipFile, name: str) -> np.ndarray | No
         local = fh.read(30)
         if len(local) != 30 or local[:4] != b"PK\x03\x04":
             return None
-        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
         fh.seek(start)
         version = np.lib.format.read_magic(fh)
         if version not in ((1, 0), (2, 0)):

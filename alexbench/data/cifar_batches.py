@@ -23,8 +23,8 @@ import numpy as np
 from alexbench.data.archive import iter_tar
 from alexbench.errors import UserError
 
-__all__ = ["MAX_BATCH_FILE_BYTES", "BIN_TRAIN", "BIN_FILES", "PY_TRAIN", "PY_FILES", "Decoded", "read_file", "read_cifar_binary",
-           "read_cifar_python", "unpickle"]
+__all__ = ["MAX_BATCH_FILE_BYTES", "BIN_TRAIN", "BIN_FILES", "PY_TRAIN", "PY_FILES", "Decoded", "read_file",
+           "read_cifar_binary", "read_cifar_python", "unpickle"]
 
 BIN_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
 BIN_FILES = [*BIN_TRAIN, "test_batch.bin", "batches.meta.txt"]

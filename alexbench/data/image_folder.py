@@ -147,7 +147,7 @@ def read_image_folder(path: Path, resize: int | None, alloc: Alloc | None = None
         xs[split][i] = img
 
     if path.is_dir():
-        for split, items in members.items():
+        for items in members.values():
             for _, _, name, fpath in items:
                 place(name, read_file(fpath, MAX_IMAGE_FILE_BYTES))
     else:  # second pass, in archive order; each member is decoded and dropped

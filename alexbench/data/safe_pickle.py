@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class UnsafePickleError(pickle.UnpicklingError):
 class _NdarrayMarker:
     """Stands in for ``numpy.ndarray``; only ever passed to ``_reconstruct``."""
 
-    def __reduce__(self):  # pragma: no cover - never pickled
+    def __reduce__(self) -> NoReturn:  # pragma: no cover - never pickled
         raise TypeError("not picklable")
 
 

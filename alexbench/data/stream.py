@@ -18,8 +18,8 @@ import numpy as np
 from alexbench.data.dataset import Dataset
 from alexbench.errors import UserError
 
-__all__ = ["Splits", "split_train_val", "balanced_subset", "take_balanced", "BatchStream", "EpochPlan", "Normalization", "normalization",
-           "NORM_PRESETS", "prefetch"]
+__all__ = ["Splits", "split_train_val", "balanced_subset", "take_balanced", "BatchStream", "EpochPlan", "Normalization",
+           "normalization", "NORM_PRESETS", "prefetch"]
 
 NORM_PRESETS = ("dataset", "imagenet", "caffe")
 
@@ -272,7 +272,7 @@ def prefetch(it: Iterator, depth: int = 3) -> Iterator:
                     return
                 q.put(item)
             q.put(_END)
-        except BaseException as exc:  # surface errors in the consumer
+        except BaseException as exc:  # noqa: BLE001 - surface every error in the consumer
             q.put(exc)
 
     t = threading.Thread(target=worker, daemon=True, name="alexbench-prefetch")

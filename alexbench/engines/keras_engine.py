@@ -216,7 +216,8 @@ class KerasEngine:
         names = [str(s) for s in data["variable_paths"]]
         own = self.model.variables
         if len(names) != len(own):
-            raise UserError(f"{path}: checkpoint has {len(names)} variables, model has {len(own)} (wrong architecture?)")
+            raise UserError(f"{path}: checkpoint has {len(names)} variables, model has {len(own)} "
+                            "(wrong architecture?)")
         for i, v in enumerate(own):
             arr = data[f"model/{i:04d}"]
             if tuple(arr.shape) != tuple(v.shape):
@@ -271,7 +272,7 @@ def read_checkpoint(path: str) -> dict:
             data = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found") from None
-    except Exception as exc:  # corrupt zip, pickled object arrays
+    except Exception as exc:  # noqa: BLE001 - corrupt zip, pickled object arrays
         raise UserError(f"{path}: not a loadable alexbench keras checkpoint ({str(exc)[:200]})") from None
     fmt = data.get("format")
     if fmt is None or fmt.shape != () or str(fmt) != _FORMAT:

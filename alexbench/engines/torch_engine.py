@@ -304,7 +304,7 @@ def read_checkpoint(path: str, map_location: str = "cpu") -> dict:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: checkpoint not found") from None
-    except Exception as exc:  # unpickling refused (payload) or corrupt file
+    except Exception as exc:  # noqa: BLE001 - unpickling refused (payload) or corrupt file
         raise UserError(f"{path}: not a loadable alexbench checkpoint ({_first_line(exc)})") from None
     if not isinstance(blob, dict) or blob.get("format") != "alexbench-torch-checkpoint-v1":
         raise UserError(f"{path}: not an alexbench torch checkpoint")

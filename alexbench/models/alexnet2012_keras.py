@@ -10,17 +10,23 @@ float32 and the model returns logits.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alexbench.frameworks import import_keras
 from alexbench.models.keras_layers import LocalResponseNorm, batch_norm, torch_conv, torch_dense
 
-keras = import_keras()
-layers = keras.layers
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_keras() sets the backend first
+    import keras
+    from keras import layers
+else:
+    keras = import_keras()
+    layers = keras.layers
 
 # The paper's LRN in torch's convention (alpha is divided by size inside the layer).
 LRN = {"size": 5, "alpha": 5 * 1e-4, "beta": 0.75, "k": 2.0}
 
 
-def _norm(kind: str, name: str):
+def _norm(kind: str, name: str) -> layers.Layer | None:
     if kind == "lrn":
         return LocalResponseNorm(**LRN, name=name)
     if kind == "batch":
@@ -51,7 +57,7 @@ def alexnet2012(num_classes: int = 10, dropout: float = 0.5, norm: str = "lrn",
     x = torch_conv(256, 3, in_channels=384, name="conv5")(x)
     x = layers.ReLU(name="relu5")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool5")(x)                                     # (N, 6, 6, 256)
-    x = layers.Flatten(name="flatten")(x)                                                      # (N, 9216), (h, w, c) order
+    x = layers.Flatten(name="flatten")(x)                                                      # (N, 9216), HWC order
     # classifier
     x = torch_dense(4096, in_features=256 * 6 * 6, name="fc6")(x)
     x = layers.ReLU(name="relu6")(x)

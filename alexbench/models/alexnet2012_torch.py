@@ -28,11 +28,16 @@ Departures from the paper, each on purpose:
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from alexbench.frameworks import import_torch
 
-torch = import_torch()
-nn = torch.nn
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_torch() sets threads first
+    import torch
+    from torch import nn
+else:
+    torch = import_torch()
+    nn = torch.nn
 
 # The paper's LRN in torch's convention (alpha is divided by size inside the layer).
 LRN = {"size": 5, "alpha": 5 * 1e-4, "beta": 0.75, "k": 2.0}

@@ -10,17 +10,24 @@ model returns logits.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alexbench.frameworks import import_keras
 from alexbench.models.geometry import alexnet_layout, map_side
 from alexbench.models.keras_layers import batch_norm, torch_conv, torch_dense
 
-keras = import_keras()
-layers = keras.layers
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_keras() sets the backend first
+    import keras
+    from keras import layers
+else:
+    keras = import_keras()
+    layers = keras.layers
 
 CHANNELS = (96, 256, 384, 384, 256)
 
 
-def _conv_bn(x, i: int, c_in: int, c_out: int, kernel: int, strides: int = 1, padding: str = "same"):
+def _conv_bn(x: keras.KerasTensor, i: int, c_in: int, c_out: int, kernel: int, strides: int = 1,
+             padding: str = "same") -> keras.KerasTensor:
     x = torch_conv(c_out, kernel, strides=strides, padding=padding, in_channels=c_in, name=f"conv{i}")(x)
     x = batch_norm(f"bn{i}")(x)
     return layers.ReLU(name=f"relu{i}")(x)

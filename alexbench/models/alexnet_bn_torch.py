@@ -29,12 +29,17 @@ PyTorch notebook's). Initialisation is PyTorch's default; BatchNorm uses momentu
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from alexbench.frameworks import import_torch
 from alexbench.models.geometry import alexnet_layout, map_side
 
-torch = import_torch()
-nn = torch.nn
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_torch() sets threads first
+    import torch
+    from torch import nn
+else:
+    torch = import_torch()
+    nn = torch.nn
 F = nn.functional
 
 CHANNELS = (96, 256, 384, 384, 256)

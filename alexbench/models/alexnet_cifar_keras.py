@@ -14,18 +14,24 @@ points:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alexbench.frameworks import import_keras
 from alexbench.models.keras_layers import batch_norm, torch_conv, torch_dense
 from alexbench.models.options import ALEXNET_CIFAR_CHANNELS, ALEXNET_CIFAR_HIDDEN
 
-keras = import_keras()
-layers = keras.layers
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_keras() sets the backend first
+    import keras
+    from keras import layers
+else:
+    keras = import_keras()
+    layers = keras.layers
 
 CHANNELS = ALEXNET_CIFAR_CHANNELS  # the one definition (the width option scales it)
 HIDDEN = ALEXNET_CIFAR_HIDDEN
 
 
-def _conv_bn(x, i: int, c_in: int, c_out: int, norm: str = "batch"):
+def _conv_bn(x: keras.KerasTensor, i: int, c_in: int, c_out: int, norm: str = "batch") -> keras.KerasTensor:
     x = torch_conv(c_out, 3, in_channels=c_in, use_bias=norm != "batch", name=f"conv{i}")(x)
     if norm == "batch":
         x = batch_norm(f"bn{i}")(x)

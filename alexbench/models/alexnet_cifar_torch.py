@@ -38,12 +38,17 @@ BatchNorm uses momentum 0.1 (Keras 0.9) and eps 1e-5 on both sides.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from alexbench.frameworks import import_torch
 from alexbench.models.options import ALEXNET_CIFAR_CHANNELS, ALEXNET_CIFAR_HIDDEN
 
-torch = import_torch()
-nn = torch.nn
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_torch() sets threads first
+    import torch
+    from torch import nn
+else:
+    torch = import_torch()
+    nn = torch.nn
 
 CHANNELS = ALEXNET_CIFAR_CHANNELS  # the one definition (the width option scales it)
 HIDDEN = ALEXNET_CIFAR_HIDDEN

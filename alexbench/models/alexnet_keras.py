@@ -17,11 +17,17 @@ Two places where Keras needs an extra step:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alexbench.frameworks import import_keras
 from alexbench.models.keras_layers import AdaptiveAvgPool2D, torch_conv, torch_dense
 
-keras = import_keras()
-layers = keras.layers
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_keras() sets the backend first
+    import keras
+    from keras import layers
+else:
+    keras = import_keras()
+    layers = keras.layers
 
 
 def alexnet(num_classes: int = 10, dropout: float = 0.5, input_size: int = 224) -> keras.Model:

@@ -14,11 +14,16 @@ Departures from torchvision: only the layer names, and ``num_classes`` defaults 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from alexbench.frameworks import import_torch
 
-torch = import_torch()
-nn = torch.nn
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_torch() sets threads first
+    import torch
+    from torch import nn
+else:
+    torch = import_torch()
+    nn = torch.nn
 
 
 class AlexNet(nn.Module):

@@ -19,14 +19,19 @@ them load with ``safe_mode=True``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alexbench.frameworks import import_keras
 
-keras = import_keras()
-layers = keras.layers
-ops = keras.ops
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_keras() sets the backend first
+    import keras
+    from keras import layers, ops
+else:
+    keras = import_keras()
+    layers = keras.layers
+    ops = keras.ops
 
 
 @keras.saving.register_keras_serializable(package="alexbench")
@@ -41,7 +46,7 @@ class LocalResponseNorm(layers.Layer):
     bfloat16 policy, because squares of activations lose too much in bf16.
     """
 
-    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, **kwargs):
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if int(size) < 1:
             raise ValueError(f"LocalResponseNorm: size must be >= 1. Received: size={size}")
@@ -50,7 +55,7 @@ class LocalResponseNorm(layers.Layer):
         self.beta = float(beta)
         self.k = float(k)
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         dtype = x.dtype
         x32 = ops.cast(x, "float32")
         channels = x.shape[-1]
@@ -61,10 +66,10 @@ class LocalResponseNorm(layers.Layer):
         div = ops.power(self.k + (self.alpha / self.size) * window_sum, self.beta)
         return ops.cast(x32 / div, dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
 
 
@@ -92,13 +97,13 @@ class AdaptiveAvgPool2D(layers.Layer):
     different sizes, which a fixed-stride pooling layer cannot express.
     """
 
-    def __init__(self, output_size: int | tuple[int, int], **kwargs):
+    def __init__(self, output_size: int | tuple[int, int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(output_size, int):
             output_size = (output_size, output_size)
         self.output_size = (int(output_size[0]), int(output_size[1]))
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         h, w = x.shape[1], x.shape[2]
         oh, ow = self.output_size
         if (h, w) == (oh, ow):
@@ -110,19 +115,19 @@ class AdaptiveAvgPool2D(layers.Layer):
         x = ops.einsum("oh,nhwc->nowc", ph, x)  # pool rows
         return ops.einsum("pw,nowc->nopc", pw, x)  # pool columns
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], *self.output_size, input_shape[3])
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "output_size": list(self.output_size)}
 
 
-def torch_kernel_init():
+def torch_kernel_init() -> keras.initializers.Initializer:
     """PyTorch's default Conv2d/Linear weight init, ``kaiming_uniform_(a=sqrt(5))``."""
     return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
-def torch_bias_init(fan_in: int):
+def torch_bias_init(fan_in: int) -> keras.initializers.Initializer:
     """PyTorch's default bias init, uniform(+-1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in)
     return keras.initializers.RandomUniform(-bound, bound)
@@ -138,7 +143,7 @@ def torch_conv(filters: int, kernel_size: int, *, in_channels: int, name: str, s
     )
 
 
-def torch_dense(units: int, *, in_features: int, name: str, dtype=None) -> layers.Dense:
+def torch_dense(units: int, *, in_features: int, name: str, dtype: str | None = None) -> layers.Dense:
     """A ``Dense`` initialised like ``torch.nn.Linear(in_features, units)``."""
     return layers.Dense(
         units, name=name, dtype=dtype,

@@ -67,11 +67,11 @@ def _pairs(torch_model: Any, keras_model: Any) -> list[tuple[str, Any, Any]]:
     leaves = _torch_leaves(torch_model)
     layers = {layer.name: layer for layer in keras_model.layers}
     torch_named = {n for n, m in leaves.items() if _has_state(m) or isinstance(m, torch.nn.LocalResponseNorm)}
-    keras_named = {n for n, l in layers.items() if l.weights or isinstance(l, LocalResponseNorm)}
+    keras_named = {n for n, layer in layers.items() if layer.weights or isinstance(layer, LocalResponseNorm)}
     for name in sorted(torch_named ^ keras_named):
         side, other = ("torch", "keras") if name in torch_named else ("keras", "torch")
         raise UserError(f"port: layer {name!r} is in the {side} model but not in the {other} model")
-    return [(l.name, leaves[l.name], l) for l in keras_model.layers if l.name in keras_named]
+    return [(layer.name, leaves[layer.name], layer) for layer in keras_model.layers if layer.name in keras_named]
 
 
 def _check_settings(name: str, module: Any, layer: Any) -> None:

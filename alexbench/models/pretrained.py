@@ -109,7 +109,7 @@ def read_torch_file(path: str) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise UserError(f"{path}: refused: the file contains Python objects, not just weights, and "
                         f"alexbench loads torch files with weights_only=True ({first_line(exc)})") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a file that is not weights
         raise UserError(f"{path}: not a readable PyTorch weights file ({first_line(exc)})") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
@@ -207,7 +207,7 @@ def torchvision_state_dict(name: str, weights: str | None = None, progress: bool
     if not os.path.exists(cached):
         try:
             torch.hub.load_state_dict_from_url(url, progress=progress, check_hash=True, weights_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failed download (network, hash, disk): not available
             if not os.path.exists(cached):
                 raise WeightsUnavailable(
                     f"torchvision's ImageNet weights for {name} ({enum_name}.{member}) are not available: "

@@ -36,7 +36,7 @@ def keras_applications_file(name: str, weights: str | None = None) -> str:
     expected = os.path.join(cache_dir, "models", fname)
     try:
         return keras.utils.get_file(fname, url, file_hash=md5, cache_subdir="models", cache_dir=cache_dir)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failed download (network, hash, disk): not available
         raise WeightsUnavailable(
             f"keras.applications' ImageNet weights for {name} are not available: expected {expected} "
             f"(download from {url} failed: {first_line(exc)})") from None
@@ -126,7 +126,7 @@ def read_keras_file(path: str) -> dict[str, list[np.ndarray]]:
     def full_model() -> dict[str, list[np.ndarray]]:
         try:
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - Keras raises many types for a file it cannot load
             raise UserError(f"{path}: cannot load Keras model with safe_mode=True ({first_line(exc)})") from None
         return _checked(path, {layer.name: layer.get_weights() for layer in model.layers if layer.weights})
 

@@ -15,11 +15,17 @@ dense layers, zero biases), not keras.applications' glorot_uniform. fc8
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alexbench.frameworks import import_keras
 from alexbench.models.keras_layers import AdaptiveAvgPool2D
 
-keras = import_keras()
-layers = keras.layers
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_keras() sets the backend first
+    import keras
+    from keras import layers
+else:
+    keras = import_keras()
+    layers = keras.layers
 
 # (block, number of 3x3 convolutions, channels); each block ends in a 2x2/2 max pool.
 BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -32,7 +38,7 @@ def _conv(filters: int, name: str) -> layers.Conv2D:
                          bias_initializer="zeros")
 
 
-def _dense(units: int, name: str, dtype=None) -> layers.Dense:
+def _dense(units: int, name: str, dtype: str | None = None) -> layers.Dense:
     return layers.Dense(units, name=name, dtype=dtype,
                         kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01), bias_initializer="zeros")
 

@@ -15,11 +15,16 @@ dense layers, zero biases. The Keras file uses the same distributions.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from alexbench.frameworks import import_torch
 
-torch = import_torch()
-nn = torch.nn
+if TYPE_CHECKING:  # the type checker sees the plain import; at run time import_torch() sets threads first
+    import torch
+    from torch import nn
+else:
+    torch = import_torch()
+    nn = torch.nn
 
 # (block, number of 3x3 convolutions, channels); each block ends in a 2x2/2 max pool.
 BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))

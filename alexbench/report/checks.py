@@ -101,7 +101,8 @@ def check_metrics(path: Path, m: dict[str, Any]) -> None:
     _count(path, "test.n", test.get("n"))
     ci = test.get("accuracy_ci95")
     if ci is not None:
-        if not (isinstance(ci, list) and len(ci) == 2 and all(_is_num(x) and 0 <= x <= 1 for x in ci) and ci[0] <= ci[1]):
+        if not (isinstance(ci, list) and len(ci) == 2 and all(_is_num(x) and 0 <= x <= 1 for x in ci)
+                and ci[0] <= ci[1]):
             raise _fail(path, "test.accuracy_ci95", "[lo, hi] with 0 <= lo <= hi <= 1", ci)
     for key in ("per_class_accuracy", "precision", "recall", "f1"):
         _per_class(path, f"test.{key}", test.get(key))
@@ -117,8 +118,8 @@ def check_metrics(path: Path, m: dict[str, Any]) -> None:
     if cm is not None:
         k = len(classes) if classes else (len(cm) if isinstance(cm, list) else 0)
         if not (isinstance(cm, list) and len(cm) == k and k > 0
-                and all(isinstance(row, list) and len(row) == k and all(_is_num(x) and x >= 0 and x == int(x) for x in row)
-                        for row in cm)):
+                and all(isinstance(row, list) and len(row) == k
+                        and all(_is_num(x) and x >= 0 and x == int(x) for x in row) for row in cm)):
             raise _fail(path, "test.confusion_matrix", f"{k}x{k} counts (one row and column per class)", cm)
     epochs = m.get("epochs")
     if epochs is not None:

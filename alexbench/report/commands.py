@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 from typing import Any, Sequence, TextIO
 
 from alexbench.report.compare import compare
@@ -41,10 +42,11 @@ def _tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
               "test acc", "95% CI", "macro-F1", "best ep.", "status"]
     rows = []
     for r in result["rows"]:
-        epochs = str(r["epochs"]) + (f"/{r['epochs_total']}" if r["epochs_total"] and r["epochs_total"] != r["epochs"] else "")
-        rows.append([r["entry"], r["model"], fmt_framework(r["framework"], r.get("backend")), r["init"], fmt_count(r["params_total"]),
-                     fmt_count(r["flops_per_image"]), fmt_pflop(r.get("train_flops")), epochs,
-                     fmt_duration(r["train_seconds"]),
+        cut_short = r["epochs_total"] and r["epochs_total"] != r["epochs"]
+        epochs = str(r["epochs"]) + (f"/{r['epochs_total']}" if cut_short else "")
+        rows.append([r["entry"], r["model"], fmt_framework(r["framework"], r.get("backend")), r["init"],
+                     fmt_count(r["params_total"]), fmt_count(r["flops_per_image"]), fmt_pflop(r.get("train_flops")),
+                     epochs, fmt_duration(r["train_seconds"]),
                      fmt_int(r["images_per_second"]), fmt_pct(r["test_accuracy"]), fmt_ci(r["accuracy_ci95"]) or "–",
                      fmt_pct(r["macro_f1"]), "–" if r["best_epoch"] is None else str(r["best_epoch"]), r["progress"]])
     out.append(("Comparison", header, rows, {4, 5, 6, 7, 8, 9, 10, 11, 12, 13}))
@@ -76,16 +78,18 @@ def embedded_note(result: dict[str, Any]) -> str | None:
             "the accuracies are indicative only (pass --data with CIFAR-10 for real numbers)")
 
 
+def _aligned(cells: Sequence[str], widths: Sequence[int], right: set[int]) -> str:
+    """One table line: each cell padded to its column's width, right-aligned in the columns of ``right``."""
+    return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                     for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+
 def format_tables(result: dict[str, Any]) -> str:
     """Plain aligned text of every table, no colour codes (pipes, files, CI)."""
     parts = []
     for title, header, rows, right in _tables(result):
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-
-        def line(cells: Sequence[str]) -> str:
-            return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
+        line = partial(_aligned, widths=widths, right=right)
         parts.append("\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]))
     for n in result["not_compared"]:
         parts.append(f"not compared: {n['a']} vs {n['b']}: {n['reason']}")

@@ -21,7 +21,7 @@ _FRAMEWORK_NAMES = {"torch": "PyTorch", "keras": "Keras", "tensorflow": "TensorF
 def _num(x: Any) -> float | None:
     try:
         v = float(x)
-    except Exception:  # None, text, or a jinja2 Undefined for a key a run did not record
+    except Exception:  # noqa: BLE001 - None, text, or a jinja2 Undefined for a key a run did not record
         return None
     return None if math.isnan(v) else v
 

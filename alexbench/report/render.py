@@ -20,6 +20,7 @@ import os
 import re
 import struct
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -175,7 +176,7 @@ def _image_sections(runs: Sequence[RunRecord], colors: dict[str, str], figs: _Fi
         if imgs is not None and len(imgs):
             t, p = pred.get("mis_true", []), pred.get("mis_pred", [])
             caps = [f"{_class_name(classes, int(a))}→{_class_name(classes, int(b))}" for a, b in zip(t, p)]
-            png = _cached(("mis", pid, tuple(classes)), lambda: plots.image_grid(imgs, caps, ["#a8232f"] * len(caps)))
+            png = _cached(("mis", pid, tuple(classes)), partial(plots.image_grid, imgs, caps, ["#a8232f"] * len(caps)))
             wrong = int(np.count_nonzero(pred["y_true"] != pred["y_pred"]))
             mis.append({"run": r, "color": colors[r.label], "shown": len(imgs), "wrong": wrong,
                         "n": int(pred["y_true"].size),
@@ -184,12 +185,13 @@ def _image_sections(runs: Sequence[RunRecord], colors: dict[str, str], figs: _Fi
         timgs, tlab = pred.get("train_images"), pred.get("train_labels")
         if timgs is not None and len(timgs) and tlab is not None:
             for prev_imgs, prev_lab, item in train_seen:
-                if prev_imgs.shape == timgs.shape and np.array_equal(prev_imgs, timgs) and np.array_equal(prev_lab, tlab):
+                if (prev_imgs.shape == timgs.shape and np.array_equal(prev_imgs, timgs)
+                        and np.array_equal(prev_lab, tlab)):
                     item["runs"].append(r)
                     break
             else:
                 caps = [_class_name(classes, int(k)) for k in tlab]
-                png = _cached(("train", pid, tuple(classes)), lambda: plots.image_grid(timgs, caps))
+                png = _cached(("train", pid, tuple(classes)), partial(plots.image_grid, timgs, caps))
                 item = {"runs": [r], "fig": figs.add(f"training samples {r.label}", png,
                                                      f"training images as fed to {r.label}, with labels")}
                 train_seen.append((timgs, tlab, item))
@@ -262,7 +264,7 @@ def build_context(runs: Sequence[RunRecord], skipped: Sequence[dict[str, Any]] |
             continue
         classes = r.classes or [str(i) for i in range(len(cm))]
         png = _cached(("cm", _file_id(r.path / rundir.METRICS), colors[r.label], r.label),
-                      lambda: plots.confusion_matrix(cm, classes, r.label, colors[r.label]))
+                      partial(plots.confusion_matrix, cm, classes, r.label, colors[r.label]))
         confusions.append({"run": r, "color": colors[r.label],
                            "fig": figs.add(f"confusion {r.label}", png,
                                            f"confusion matrix of {r.label}, normalised per true class")})

@@ -83,8 +83,8 @@ from alexbench.hooks import Hooks
 from alexbench.rundir import run_slug
 from support.toydata import synthetic_dataset, tiny_config_dict, write_binary_source
 
-__all__ = ["KERAS_BOUND", "PHASES", "Trial", "HoldAt", "command", "plan_trials", "run_suite", "summary_line", "preset_text",
-           "max_abs_diff", "main"]
+__all__ = ["KERAS_BOUND", "PHASES", "Trial", "HoldAt", "command", "plan_trials", "run_suite", "summary_line",
+           "preset_text", "max_abs_diff", "main"]
 
 #: largest absolute difference allowed between a resumed keras run and its reference, over every
 #: learned number (losses, accuracies, test metrics, probabilities). Measured: 0 so far (keras on CPU
