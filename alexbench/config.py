@@ -129,6 +129,9 @@ class TrainConfig(_Strict):
     compile: Optional[bool] = None
     sync_batchnorm: bool = False  # torch with N processes on CUDA: BatchNorm statistics over the global batch
     device: str = "auto"  # torch: auto|cpu|cuda|cuda:N|mps ; keras: auto|cpu|gpu|gpu:N
+    # keras: data-parallel over this many local devices in one process (TensorFlow's MirroredStrategy):
+    # GPUs 0..N-1, or N logical CPU devices with device: cpu; torch takes several devices through --nproc
+    devices: int = Field(1, ge=1, le=64)
     threads: Optional[int] = Field(None, gt=0, le=1024)
     checkpoint_minutes: float = Field(10.0, gt=0)
     early_stopping_patience: Optional[int] = Field(None, gt=0)
@@ -161,6 +164,8 @@ class TrainConfig(_Strict):
             raise ValueError(f"device: {self.device!r} is not a torch device (auto, cpu, cuda, cuda:N, mps)")
         if self.framework == "keras" and not (self.device in ("auto", "cpu", "gpu") or self.device.startswith("gpu:")):
             raise ValueError(f"device: {self.device!r} is not a Keras device (auto, cpu, gpu, gpu:N)")
+        if self.devices > 1:
+            self._check_devices()
         from alexbench.models import MODELS, check_input_size
 
         if self.model in MODELS:  # a size the model's layers cannot take is refused here, not at fc6
@@ -169,6 +174,22 @@ class TrainConfig(_Strict):
             except UserError as exc:
                 raise ValueError(f"input_size: {exc}") from None
         return self
+
+    def _check_devices(self) -> None:
+        """What a data-parallel Keras run over ``devices`` local devices cannot take."""
+        n = self.devices
+        if self.framework == "torch":
+            raise ValueError(f"devices: {n}: PyTorch trains on several devices in several processes; "
+                             f"use alexbench train --nproc {n} (DistributedDataParallel)")
+        if self.keras_backend != "tensorflow":
+            raise ValueError(f"devices: {n}: several devices are offered on Keras's TensorFlow backend only "
+                             f"(tf.distribute.MirroredStrategy), not on {self.keras_backend!r}")
+        if self.device.startswith("gpu:"):
+            raise ValueError(f"device: {self.device!r} names one GPU; with devices: {n} the run takes GPUs 0 to "
+                             f"{n - 1}: use 'gpu' or 'auto'")
+        if self.batch_size % n:
+            raise ValueError(f"batch_size: {self.batch_size} is the global batch and must divide by the {n} "
+                             "devices (each takes an equal share)")
 
 
 def _union_tag(part: object) -> bool:
@@ -307,7 +328,7 @@ def resolve_config(config_file: str | None = None, overrides: list[str] | None =
 
 
 #: keys that say how a run executes, not what it computes: a resume may change them
-RESUME_FREE_KEYS = ("device", "threads", "checkpoint_minutes")
+RESUME_FREE_KEYS = ("device", "devices", "threads", "checkpoint_minutes")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -46,13 +46,13 @@ LOCAL_ENV = {LOOPBACK_ENV: "0", "RAY_memory_monitor_refresh_ms": "0"}  # for a l
 
 
 def entry_resources(cfg: TrainConfig) -> dict[str, float]:
-    """Ray resources of one entry: CPUs = threads (1 when unset), a GPU when ``device`` names one."""
+    """Ray resources of one entry: CPUs = threads (1 when unset), ``devices`` GPUs when ``device`` names one."""
     dev = cfg.device
     gpu = dev.startswith("cuda") if cfg.framework == "torch" else dev.startswith("gpu")
     if gpu and ":" in dev and dev.split(":", 1)[1] not in ("", "0"):
         raise UserError(f"device: {dev!r}: under Ray each entry gets the GPU Ray assigns it; use "
                         f"'{dev.split(':')[0]}'")
-    return {"num_cpus": float(cfg.threads or 1), "num_gpus": 1.0 if gpu else 0.0}
+    return {"num_cpus": float(cfg.threads or 1), "num_gpus": float(cfg.devices) if gpu else 0.0}
 
 
 def _import_ray(local: bool) -> Any:

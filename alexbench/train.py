@@ -11,7 +11,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -413,7 +413,8 @@ def _finish(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
         "data_share": data_share, "peak_rss_bytes": peak_rss_bytes(),
         "system": system_info(engine, info["threads"]), "config": cfg.model_dump(mode="json"),
         "code_version": rundir.code_version(), "stopped_early": prog.stopped_early, "status": "finished",
-        "null_reasons": _null_reasons(cfg, prog), "world_size": dist.world_size,
+        "null_reasons": _null_reasons(cfg, prog), "world_size": dist.world_size * getattr(engine, "replicas", 1),
+        "strategy": _strategy(dist, engine),
     }
     info["monitors"].finish(metrics)  # resource summary into metrics; test metrics to TensorBoard
     rundir.write_metrics(out, metrics)
@@ -423,6 +424,13 @@ def _finish(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
     log(f"test accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}), macro-F1 {test['macro_f1']:.4f}, "
         f"train {prog.train_seconds:.0f}s, {metrics['train_flops'] / 1e15:.3f} PFLOP; run folder {out}")
     return metrics
+
+
+def _strategy(dist: distributed.Dist, engine: Any) -> str | None:
+    """How the run was data-parallel: ``ddp`` (torch processes), ``mirrored`` (Keras on several devices), or None."""
+    if dist.active:
+        return "ddp"
+    return "mirrored" if getattr(engine, "replicas", 1) > 1 else None
 
 
 __all__ = ["train", "entry_label"]

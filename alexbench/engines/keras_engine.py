@@ -14,6 +14,8 @@ compiled steps where they are faster (``compile``, default per backend: see
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import numpy as np
 
 from alexbench import checkpoint as ckpt
@@ -40,17 +42,26 @@ class KerasEngine:
         self.norm = norm
         self.input_size = input_size
         self.keras = import_keras(cfg.threads, backend=self.backend)
-        self.device = self._pick_device(cfg.device)  # a config value: "cpu" or "gpu:N"
+        self.notes: list[str] = []
+        self.strategy = None  # tf.distribute.MirroredStrategy when the run takes several devices
+        self.replicas = cfg.devices
+        # a config value: "cpu" or "gpu:N" ("gpu" for GPUs 0 to devices-1)
+        self.device = self._pick_devices(cfg.device, cfg.devices) if cfg.devices > 1 else self._pick_device(cfg.device)
         # the name keras.device takes: Keras's torch backend moves each new variable to the scope's
         # device, and "cpu:0" is not torch's name for the CPU (every variable would be copied)
         self.keras_device = "cpu:0" if self.device == "cpu" and self.backend != "torch" else self.device
-        self.notes: list[str] = []
+        if self.device == "gpu":
+            self.keras_device = "gpu:0"  # evaluation runs on the first of the devices
         self.precision = self._pick_precision(cfg.precision)
         self.compiled = COMPILE_DEFAULT[self.backend] if cfg.compile is None else bool(cfg.compile)
         if self.compiled and cfg.deterministic and self.backend != "jax":
             # TensorFlow's op determinism makes XLA's conversion fail; torch.compile is skipped as in the torch engine
             self.compiled = False
             self.notes.append(f"compile: off on {self.backend}, because deterministic is on")
+        if self.compiled and self.strategy is not None:
+            # XLA cannot reach the replicas' variables from its compiled step (tested on logical CPU devices)
+            self.compiled = False
+            self.notes.append(f"compile: off with devices: {self.replicas} (XLA inside MirroredStrategy replicas)")
         self.model = None
 
     # -- device and dtype, chosen in one place -------------------------------------------------
@@ -80,6 +91,34 @@ class KerasEngine:
             return f"gpu:{idx}"
         return cpu
 
+    def _pick_devices(self, want: str, n: int) -> str:
+        """Several devices in this process (TensorFlow only, see config): ``gpu`` for GPUs 0..n-1, or ``cpu``
+        split into ``n`` logical CPU devices (no faster than one: for trying the data-parallel path)."""
+        if self.backend != "tensorflow":  # the config refuses it; a resume's devices come unvalidated
+            raise UserError(f"devices: {n}: several devices are offered on Keras's TensorFlow backend only")
+        import tensorflow as tf
+
+        gpus = self._gpu_count() if want != "cpu" else 0
+        if want == "gpu" and gpus < n:
+            raise UserError(f"devices: {n} GPUs asked for but TensorFlow sees {gpus}")
+        if want != "cpu" and gpus >= n:
+            names = [f"/gpu:{i}" for i in range(n)]
+        else:
+            if want == "auto" and gpus:
+                raise UserError(f"devices: {n} asked for but TensorFlow sees {gpus} GPU(s); set device: cpu "
+                                f"for {n} logical CPU devices")
+            split_cpu(n)
+            names = [f"/cpu:{i}" for i in range(n)]
+        self.strategy = tf.distribute.MirroredStrategy(names)
+        self.notes.append(f"devices: {n} replicas in one process (tf.distribute.MirroredStrategy over "
+                          f"{', '.join(names)}), {self.cfg.batch_size // n} images each per step; gradients "
+                          "averaged over the replicas, one update; BatchNorm statistics per replica")
+        return "gpu" if names[0].startswith("/gpu") else "cpu"
+
+    def _placement(self) -> AbstractContextManager:
+        """Where variables are made and steps run: the strategy's scope, or the one device."""
+        return self.strategy.scope() if self.strategy is not None else self.keras.device(self.keras_device)
+
     def _pick_precision(self, want: str) -> str:
         on_gpu = self.device.startswith("gpu")
         bf16_ok = on_gpu or cpu_has_bf16()
@@ -104,13 +143,13 @@ class KerasEngine:
         policy = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[self.precision]
         keras.mixed_precision.set_global_policy(policy)
         try:
-            with keras.device(self.keras_device):
+            with self._placement():
                 self.model = create_model(cfg.model, "keras", num_classes=self.num_classes,
                                           pretrained=cfg.pretrained, weights=cfg.weights,
                                           input_size=self.input_size, **cfg.model_options)
         finally:
             keras.mixed_precision.set_global_policy("float32")
-        with keras.device(self.keras_device):
+        with self._placement():
             self.mean = keras.ops.convert_to_tensor(np.asarray(self.norm.mean, np.float32))
             self.std = keras.ops.convert_to_tensor(np.asarray(self.norm.std, np.float32))
             # optimizer state, keyed by variable path so freezing/unfreezing keeps it
@@ -136,9 +175,9 @@ class KerasEngine:
         # JAX on CPU: XLA's CPU kernels are deterministic already
 
     def _make_fns(self) -> None:
-        from alexbench.engines.keras_steps import BUILDERS
+        from alexbench.engines.keras_steps import BUILDERS, mirrored_steps
 
-        self._train_fn, self._eval_fn = BUILDERS[self.backend](self)
+        self._train_fn, self._eval_fn = (mirrored_steps if self.strategy is not None else BUILDERS[self.backend])(self)
 
     def params(self) -> tuple[int, int]:
         from alexbench.models import count_params
@@ -157,7 +196,7 @@ class KerasEngine:
 
     # -- steps -------------------------------------------------------------------------------
     def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> tuple[float, int]:
-        with self.keras.device(self.keras_device):
+        with self._placement():
             loss, correct, applied = self._train_fn(xb, yb.astype(np.int32), np.float32(lr),
                                                     np.float32(self.step_count + 1))
         if applied is None or bool(applied):  # a skipped fp16 step does not count (as torch's GradScaler)
@@ -257,6 +296,22 @@ class KerasEngine:
         data = self._read(path) if data is None else data
         self._load_model_vars(path, data)
         return data["meta"]
+
+
+def split_cpu(n: int) -> None:
+    """Make TensorFlow show its CPU as ``n`` logical devices; this must come before TensorFlow starts its devices."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    have = tf.config.get_logical_device_configuration(cpu)
+    if have is not None and len(have) == n:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+    except RuntimeError:
+        count = len(tf.config.list_logical_devices("CPU"))
+        raise UserError(f"devices: {n} logical CPU devices need a fresh process: TensorFlow has already started "
+                        f"{count} in this one") from None
 
 
 def read_checkpoint(path: str) -> dict:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 StepFns = tuple[Callable[..., Any], Callable[..., Any]]
 
 
@@ -127,6 +129,64 @@ def tensorflow_steps(eng: Any) -> StepFns:
     jit = bool(eng.compiled)
     return (tf.function(train, jit_compile=jit, reduce_retracing=True),
             tf.function(evaluate, jit_compile=jit, reduce_retracing=True))
+
+
+def mirrored_steps(eng: Any) -> StepFns:
+    """TensorFlow over several local devices (``eng.strategy``, a ``tf.distribute.MirroredStrategy``).
+
+    The global batch is split into equal contiguous shares, one per replica (replica 0 takes the
+    first). Each replica computes the gradient of its share's mean loss (``strategy.run``); their
+    mean (below: a sum of scaled gradients) is the gradient of the global batch's mean loss, and
+    the update is applied once, in
+    cross-replica context, to every copy of each variable, so the copies stay identical.
+    BatchNorm normalises each share with its own statistics and each replica keeps its own running
+    statistics (evaluation and checkpoints read the first replica's). The step is not XLA-compiled
+    (the engine turns ``compile`` off). Evaluation runs on the first device.
+    """
+    import tensorflow as tf
+
+    ops, model, strategy = eng.keras.ops, eng.model, eng.strategy
+    n = strategy.num_replicas_in_sync
+    total = tf.distribute.ReduceOp.SUM
+
+    def replica(x_u8, y):  # noqa: ANN001, ANN202
+        tvars = model.trainable_variables
+        x = prepare(eng, x_u8)
+        with tf.GradientTape() as tape:
+            loss, correct = _loss_and_correct(eng, model(x, training=True), y)
+            scaled = loss * eng.loss_scale
+        return loss, correct, tape.gradient(scaled, [v.value for v in tvars])
+
+    def step(x_u8, y, lr, t):  # noqa: ANN001, ANN202
+        # under a strategy, a Keras loss divides each replica's mean loss by the number of replicas
+        # (keras.src.losses.loss.scale_loss_for_distribution): the sums over the replicas of that loss
+        # and of its gradients are the means of the replicas' own
+        loss, correct, grads = strategy.run(replica, args=(x_u8, y))
+        grads = [strategy.reduce(total, g, axis=None) for g in grads]
+        if eng.loss_scale != 1.0:
+            grads = [g / eng.loss_scale for g in grads]
+        finite = _finite(ops, grads) if eng.loss_scale != 1.0 else None
+        for v, g in zip(model.trainable_variables, grads):  # cross-replica context: every copy takes the update
+            slots = eng.slots[v.path]
+            new_v, new_s = update(eng, v.value, g, [s.value for s in slots], lr, t)
+            v.assign(_skip_if(ops, finite, new_v, v.value))
+            for s, new in zip(slots, new_s):
+                s.assign(_skip_if(ops, finite, new, s.value))
+        return strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None), finite
+
+    step = tf.function(step, reduce_retracing=True)
+
+    def shards(a: Any) -> Any:
+        parts = np.split(np.asarray(a), n)
+        return strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
+
+    def train(x_u8, y, lr, t):  # noqa: ANN001, ANN202
+        if len(y) % n:
+            raise ValueError(f"a batch of {len(y)} does not split into {n} equal shares")
+        return step(shards(x_u8), shards(y), lr, t)
+
+    _, evaluate = tensorflow_steps(eng)
+    return train, evaluate
 
 
 # -- JAX -------------------------------------------------------------------------------------
