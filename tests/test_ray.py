@@ -203,5 +203,7 @@ def test_bad_executor_options(tmp_path):
     assert entry_resources(validate({"threads": 3})) == {"num_cpus": 3.0, "num_gpus": 0.0}
     assert entry_resources(validate({"device": "cuda"})) == {"num_cpus": 1.0, "num_gpus": 1.0}
     assert entry_resources(validate({"framework": "keras", "device": "gpu:0"})) == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert entry_resources(validate({"framework": "keras", "device": "gpu", "devices": 4})) == {"num_cpus": 1.0,
+                                                                                               "num_gpus": 4.0}
     with pytest.raises(UserError, match="the GPU Ray assigns"):
         entry_resources(validate({"device": "cuda:1"}))
