@@ -15,6 +15,7 @@ compiled steps where they are faster (``compile``, default per backend: see
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class KerasEngine:
         self.input_size = input_size
         self.keras = import_keras(cfg.threads, backend=self.backend)
         self.notes: list[str] = []
-        self.strategy = None  # tf.distribute.MirroredStrategy when the run takes several devices
+        self.strategy: Any = None  # tf.distribute.MirroredStrategy when the run takes several devices
         self.replicas = cfg.devices
         # a config value: "cpu" or "gpu:N" ("gpu" for GPUs 0 to devices-1)
         self.device = self._pick_devices(cfg.device, cfg.devices) if cfg.devices > 1 else self._pick_device(cfg.device)

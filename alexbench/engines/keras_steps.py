@@ -149,7 +149,7 @@ def mirrored_steps(eng: Any) -> StepFns:
     n = strategy.num_replicas_in_sync
     total = tf.distribute.ReduceOp.SUM
 
-    def replica(x_u8, y):  # noqa: ANN001, ANN202
+    def replica(x_u8: Any, y: Any) -> tuple[Any, Any, list]:
         tvars = model.trainable_variables
         x = prepare(eng, x_u8)
         with tf.GradientTape() as tape:
@@ -157,7 +157,7 @@ def mirrored_steps(eng: Any) -> StepFns:
             scaled = loss * eng.loss_scale
         return loss, correct, tape.gradient(scaled, [v.value for v in tvars])
 
-    def step(x_u8, y, lr, t):  # noqa: ANN001, ANN202
+    def step(x_u8: Any, y: Any, lr: Any, t: Any) -> tuple[Any, Any, Any]:
         # under a strategy, a Keras loss divides each replica's mean loss by the number of replicas
         # (keras.src.losses.loss.scale_loss_for_distribution): the sums over the replicas of that loss
         # and of its gradients are the means of the replicas' own
@@ -180,7 +180,7 @@ def mirrored_steps(eng: Any) -> StepFns:
         parts = np.split(np.asarray(a), n)
         return strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
 
-    def train(x_u8, y, lr, t):  # noqa: ANN001, ANN202
+    def train(x_u8: np.ndarray, y: np.ndarray, lr: Any, t: Any) -> tuple[Any, Any, Any]:
         if len(y) % n:
             raise ValueError(f"a batch of {len(y)} does not split into {n} equal shares")
         return step(shards(x_u8), shards(y), lr, t)
