@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 from alexbench.errors import UserError
 
 __all__ = ["atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "strict_json", "remove_stale_temps",
-           "RunLock", "FileHook", "add_file_hook", "file_hook", "publish"]
+           "RunLock", "FileHook", "add_file_hook", "file_hook", "publish", "pid_alive"]
 
 #: ``hook(temp, target, when)``: ``when`` is "renaming" (just before ``temp`` replaces ``target``)
 #: or "renamed" (just after, before the folder is fsynced)
@@ -93,7 +93,7 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     """Remove the temporary files that dead writers on this host left in ``directory``."""
     removed: list[Path] = []
     try:
-        entries = list(os.scandir(directory))
+        entries = list(os.scandir(os.fspath(directory)))
     except OSError:
         return removed
     for entry in entries:
@@ -101,7 +101,7 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
         if not m or m["host"] != _HOST:
             continue
         pid = int(m["pid"])
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         try:
             os.unlink(entry.path)
@@ -202,7 +202,8 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process ``pid`` exists on this host (also one of another user); False for pid <= 0."""
     if pid <= 0:
         return False
     try:
@@ -305,7 +306,7 @@ def _holder_pid(fd: int, wait: float = 1.0) -> int | None:
     deadline = time.monotonic() + wait
     while True:
         pid = _read_pid(fd)
-        if (pid is not None and _pid_alive(pid)) or time.monotonic() > deadline:
+        if (pid is not None and pid_alive(pid)) or time.monotonic() > deadline:
             return pid
         time.sleep(0.005)
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,7 +37,7 @@ _POLL_SECONDS = 1.0
 _DATASET_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def run_config(cfg: TrainConfig, out: Path, resume: bool) -> TrainConfig:
+def run_config(cfg: TrainConfig | None, out: Path, resume: bool) -> TrainConfig | None:
     """The config the run will train with: a resumed run keeps the one saved in its folder."""
     saved = out / rundir.CONFIG
     if resume and saved.is_file():
@@ -115,9 +115,9 @@ def train_in_child(cfg: TrainConfig, out: Path, *, data=None, resume: bool = Fal
     env = {**os.environ, "KERAS_BACKEND": cfg.keras_backend, _CHILD_ENV: "1",
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     with tempfile.TemporaryDirectory(prefix="alexbench-backend-") as tmp:
-        spec = {"config": cfg.model_dump(mode="json"), "out": str(out), "resume": resume, "quiet": quiet,
-                "force": force, "verbosity": _verbosity(), "dataset": str(Path(tmp) / "dataset.npz"),
-                "result": str(Path(tmp) / "result.json")}
+        spec: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "out": str(out), "resume": resume,
+                                "quiet": quiet, "force": force, "verbosity": _verbosity(),
+                                "dataset": str(Path(tmp) / "dataset.npz"), "result": str(Path(tmp) / "result.json")}
         _write_dataset(ds, Path(spec["dataset"]))
         (Path(tmp) / "spec.json").write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "alexbench.backend_process", str(Path(tmp) / "spec.json")]
@@ -135,8 +135,9 @@ def train_in_child(cfg: TrainConfig, out: Path, *, data=None, resume: bool = Fal
                     done = False
                 rows = _new_rows(history, seen)
                 seen += len(rows)
-                for row in rows if on_epoch_end else ():
-                    on_epoch_end(out, row)
+                if on_epoch_end is not None:
+                    for row in rows:
+                        on_epoch_end(out, row)
                 if done:
                     break
         except KeyboardInterrupt:

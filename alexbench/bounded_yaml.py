@@ -44,7 +44,7 @@ def read_capped(path: str | os.PathLike, cap: int = MAX_BYTES) -> bytes:
 class _Loader(yaml.SafeLoader):
     """The safe loader, with depth and expanded-size bounds checked on the composed nodes."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str | bytes) -> None:
         super().__init__(stream)
         self._depth = 0
 

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"alexbench {__version__}")
     p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     _add_verbosity(p, NORMAL)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _add_verbosity(common, argparse.SUPPRESS)
     # SUPPRESS: a --debug given before the command is not reset by the command's parser
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

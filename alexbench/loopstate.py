@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Progress", "RunLog", "Interrupt", "progress_bar"]
 
@@ -66,7 +67,7 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.flag = False
-        self._old = None
+        self._old: Any = None  # the SIGINT handler this replaced (a callable, SIG_DFL/SIG_IGN, or None)
 
     def __enter__(self) -> "Interrupt":
         try:

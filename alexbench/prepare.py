@@ -93,7 +93,7 @@ def run_normalization(cfg: TrainConfig, x_train: np.ndarray) -> Normalization:
     (``dataset``: the mean and std of ``x_train``, the training split)."""
     n = cfg.normalization
     if isinstance(n, NormalizationConfig):
-        return Normalization(n.name, tuple(n.mean), tuple(n.std), bgr=n.channel_order == "BGR")
+        return Normalization(n.name, n.mean, n.std, bgr=n.channel_order == "BGR")
     return normalization(pick_normalization(cfg), x_train)
 
 

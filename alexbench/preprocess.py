@@ -51,7 +51,8 @@ class Preprocess:
         try:
             h, w = (int(v) for v in d["image_size"])
             pre = cls(image_size=(h, w), input_size=int(d["input_size"]),
-                      mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]),
+                      mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]  # 3 values: checked below
+                      std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
                       channel_order=str(d.get("channel_order", "RGB")), tta_flip=bool(d.get("tta_flip", False)),
                       normalization=str(d.get("normalization", "")))
         except (KeyError, TypeError, ValueError) as exc:
@@ -66,7 +67,7 @@ class Preprocess:
         if images.ndim != 4 or images.shape[1:] != (*self.image_size, 3):
             raise ValueError(f"expected (N, {self.image_size[0]}, {self.image_size[1]}, 3) images, "
                              f"got {images.shape}")
-        x = images.astype(np.float32)
+        x: np.ndarray = images.astype(np.float32)
         if self.channel_order == "BGR":
             x = x[..., ::-1]
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)

@@ -80,7 +80,7 @@ class ResourceSampler:
         self._t0 = time.time()
         rows = read_resources(self.path)
         if rows:  # a resumed run: wall time goes on from the run's start
-            self._t0 = rows[0]["unix_time"] - (rows[0]["elapsed_seconds"] or 0.0)
+            self._t0 = rows[0]["unix_time"] - (rows[0]["elapsed_seconds"] or 0.0)  # type: ignore[operator]  # the sampler writes unix_time on every row
         self._lines = [_format(r.get(c) for c in COLUMNS) for r in rows]
 
     def _sample(self) -> None:
@@ -162,7 +162,7 @@ def summarize(rows: list[dict[str, float | None]], interval: float | None = None
     """``metrics.json``'s ``resources`` block: counts, means and peaks over the samples."""
 
     def col(name: str) -> list[float]:
-        return [r[name] for r in rows if r.get(name) is not None]
+        return [v for r in rows if (v := r.get(name)) is not None]
 
     def mean(v: list[float]) -> float | None:
         return sum(v) / len(v) if v else None

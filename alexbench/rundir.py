@@ -371,7 +371,7 @@ def write_predictions(run: Path, arrays: Mapping[str, np.ndarray]) -> None:
         raise ValueError(f"predictions: missing array(s) {', '.join(missing)}")
     with atomic_path(Path(run) / PREDICTIONS) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
 
 
 def read_predictions(path: Path) -> dict[str, np.ndarray] | None:

@@ -280,7 +280,7 @@ def _read_status(path: Path, force: bool) -> dict:
     raise refuse_foreign(path, "--out", "an alexbench run writes its status there")
 
 
-def _failed(slug: str, cfg: TrainConfig, exc: Exception, run_dir: Path) -> dict:
+def _failed(slug: str, cfg: TrainConfig, exc: BaseException, run_dir: Path) -> dict:
     """The run.json row of an entry that raised ``exc``; its run folder (if any) says failed too.
 
     Bad input (a UserError) is its one-line message; anything else is an internal error,

@@ -158,8 +158,8 @@ def per_class_from_confusion(cm: Sequence[Sequence[int]] | np.ndarray) -> np.nda
         return np.where(rows > 0, np.diag(m) / np.where(rows > 0, rows, 1), np.nan)
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value). NaN if empty."""
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value) of the values not None; NaN if none."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if v.size == 0:
         return math.nan, math.nan

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 __all__ = ["EPOCH_TAGS", "EventWriter"]
 
@@ -46,7 +46,7 @@ class EventWriter:
     def _write(self, event) -> None:  # noqa: ANN001 - event_pb2.Event
         self._writer.write(event.SerializeToString())
 
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+    def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
         """One event holding every finite value in ``values`` (tag -> value) at ``step``; flushed."""
         vals = [self._summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()
                 if v is not None and math.isfinite(float(v))]
@@ -54,7 +54,7 @@ class EventWriter:
             self._write(self._event(wall_time=time.time(), step=int(step), summary=self._summary(value=vals)))
             self._fh.flush()
 
-    def epoch(self, row: Mapping[str, float]) -> None:
+    def epoch(self, row: Mapping[str, Any]) -> None:
         """One history row (see ``rundir.HISTORY_COLUMNS``) at step = its epoch."""
         self.scalars(int(row["epoch"]), {tag: row.get(col) for col, tag in EPOCH_TAGS.items()})
 

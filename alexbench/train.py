@@ -63,7 +63,8 @@ def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # 
     from alexbench.backend_process import needs_child, run_config, train_in_child
 
     run_cfg = run_config(cfg, Path(out_dir), resume)
-    if needs_child(run_cfg):  # Keras already runs on another backend in this process (refused: a missing one)
+    # Keras already runs on another backend in this process (refused: a missing one)
+    if run_cfg is not None and needs_child(run_cfg):
         if hooks is not None:
             raise ValueError("hooks cannot watch a Keras run that trains in a child process (another backend)")
         quiet = bool(os.environ.get("ALEXBENCH_QUIET")) if quiet is None else quiet
@@ -91,7 +92,7 @@ def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # 
         distributed.teardown()
 
 
-def _state(out: Path, *args: object, **kwargs: object) -> None:
+def _state(out: Path, *args: Any, **kwargs: Any) -> None:
     """Write state.json (rank 0 alone in a data-parallel run)."""
     if distributed.current().is_main:
         rundir.write_state(out, *args, **kwargs)

@@ -126,7 +126,8 @@ def iter_tar(path: str | Path, want: Callable[[str], bool] | None = None,
     try:
         with tarfile.open(path, mode="r|*") as tf:
             for member in tf:
-                tf.members.clear()  # streaming: never looked up again, so do not keep them all
+                # streaming: never looked up again, so do not keep them all (typeshed omits TarFile.members)
+                tf.members.clear()  # type: ignore[attr-defined]
                 count += 1
                 expanded += member.size + 512  # the data and its header block
                 if count > MAX_ARCHIVE_MEMBERS:

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from alexbench.atomic import atomic_path, atomic_write_json, strict_json
+from alexbench.atomic import atomic_path, atomic_write_json, pid_alive, strict_json
 from alexbench.errors import UserError
 from alexbench.log import get_logger
 
@@ -302,7 +302,7 @@ def scratch(home: Path) -> Iterator[Callable[[str, tuple[int, ...]], ScratchArra
         base.mkdir(parents=True, exist_ok=True)
         for old in base.glob(".scratch-*"):
             pid = old.name.split("-")[1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
         folder = Path(tempfile.mkdtemp(prefix=f".scratch-{os.getpid()}-", dir=base))
     except OSError:
@@ -320,16 +320,6 @@ def scratch(home: Path) -> Iterator[Callable[[str, tuple[int, ...]], ScratchArra
         for a in made:
             a.close()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_npz(fh: Any, arrays: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,14 @@ def _collect(path: Path, wanted: list[str]) -> dict[str, tuple[str, Callable[[],
     if path.is_dir():
         for name in wanted:
             if (path / name).is_file():
-                found[name] = (str(path / name), (lambda p=path / name: read_file(p, MAX_BATCH_FILE_BYTES)))
+                found[name] = (str(path / name), partial(read_file, path / name, MAX_BATCH_FILE_BYTES))
     else:
         for entry in iter_tar(path, want=lambda n: n.rsplit("/", 1)[-1] in wanted, max_read=MAX_BATCH_FILE_BYTES):
             base = entry.name.rsplit("/", 1)[-1]
             if entry.data is not None:
                 if base in found:
                     raise UserError(f"{path}: more than one {base} in the archive")
-                found[base] = (f"{path}:{entry.name}", (lambda d=entry.data: d))
+                found[base] = (f"{path}:{entry.name}", partial(bytes, entry.data))  # bytes(b) is b itself
     missing = [n for n in wanted if n not in found]
     if missing:
         raise UserError(f"{path}: missing {', '.join(missing)}")

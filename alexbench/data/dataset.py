@@ -31,7 +31,8 @@ class Dataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        h, w, c = self.x_train.shape[1:]
+        return (h, w, c)
 
     def describe(self) -> dict:
         """The ``dataset`` block of metrics.json (sizes of val are added by the split)."""

@@ -68,7 +68,7 @@ class _Progress:
                 self._bar = None
 
     def update(self, n: int) -> None:
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.update(self._task, advance=n)
 
     def close(self) -> None:

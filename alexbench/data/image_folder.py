@@ -149,6 +149,7 @@ def read_image_folder(path: Path, resize: int | None, alloc: Alloc | None = None
     if path.is_dir():
         for items in members.values():
             for _, _, name, fpath in items:
+                assert fpath is not None  # a folder's members all have their file
                 place(name, read_file(fpath, MAX_IMAGE_FILE_BYTES))
     else:  # second pass, in archive order; each member is decoded and dropped
         for entry in iter_tar(path, want=slot.__contains__, max_read=MAX_IMAGE_FILE_BYTES):

@@ -61,6 +61,7 @@ __all__ = ["CIFAR10_CLASSES", "BINARY_URL", "BINARY_MD5", "BINARY_SIZE", "PYTHON
 
 
 def _decode(path: Path, resize: int | None, alloc=None) -> Decoded:  # noqa: ANN001 - see image_folder.Alloc
+    fmt: str | None
     if path.is_dir():
         fmt = dir_format_hint(path) or "image-folder"
     else:

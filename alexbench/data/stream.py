@@ -69,7 +69,9 @@ def normalization(preset: str, x_train: np.ndarray | None = None) -> Normalizati
             total_sq += (chunk ** 2).sum(0)
         mean = total / len(flat)
         std = np.sqrt(np.maximum(total_sq / len(flat) - mean ** 2, 1e-12))
-        return Normalization("dataset", tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        r, g, b = (float(v) for v in mean)
+        sr, sg, sb = (float(v) for v in std)
+        return Normalization("dataset", (r, g, b), (sr, sg, sb))
     if preset == "imagenet":
         return Normalization("imagenet", _IMAGENET_MEAN, _IMAGENET_STD)
     if preset == "caffe":

@@ -19,6 +19,7 @@ class Engine(Protocol):
     normalises and resizes them on the whole batch inside its own framework.
     """
 
+    cfg: TrainConfig
     framework: str  # "torch" | "keras"
     device: str  # as the framework names it: "cpu", "cuda:0", "/GPU:0", ...
     precision: str  # "fp32" | "bf16" | "fp16": what was actually chosen, never "auto"
@@ -62,7 +63,9 @@ def make_engine(cfg: TrainConfig, num_classes: int, norm: Normalization, input_s
 def read_checkpoint(framework: str, path: str):  # noqa: ANN201 - dict (torch) or NpzFile (keras)
     """Read a checkpoint file safely, without building a model, so a bad file is refused before any other work."""
     if framework == "torch":
-        from alexbench.engines.torch_engine import read_checkpoint as read
-    else:
-        from alexbench.engines.keras_engine import read_checkpoint as read
-    return read(path)
+        from alexbench.engines import torch_engine
+
+        return torch_engine.read_checkpoint(path)
+    from alexbench.engines import keras_engine
+
+    return keras_engine.read_checkpoint(path)

@@ -63,7 +63,7 @@ class KerasEngine:
             # XLA cannot reach the replicas' variables from its compiled step (tested on logical CPU devices)
             self.compiled = False
             self.notes.append(f"compile: off with devices: {self.replicas} (XLA inside MirroredStrategy replicas)")
-        self.model = None
+        self.model: Any = None  # keras.Model after build(); Keras is not type-checked here
 
     # -- device and dtype, chosen in one place -------------------------------------------------
     def _gpu_count(self) -> int:
@@ -247,7 +247,7 @@ class KerasEngine:
         names = [v.path for v in self.model.variables]
         with open(path, "wb") as fh:
             np.savez(fh, format=np.array(_FORMAT), variable_paths=np.array(names),
-                     meta_json=np.array(strict_json(meta, indent=None)), **arrays)
+                     meta_json=np.array(strict_json(meta, indent=None)), **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
 
     def _read(self, path: str) -> dict:
         return read_checkpoint(path)

@@ -12,6 +12,7 @@ checkpoint reads the same whether 1 or N processes wrote it.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,8 @@ class TorchEngine:
         self.dist = distributed.current()
         self.device = self._pick_device(cfg.device)
         self.precision = self._pick_precision(cfg.precision)
-        self.model = None
-        self.optimizer = None
+        self.model: Any = None  # torch.nn.Module after build(); torch is not type-checked here
+        self.optimizer: Any = None
         self._step_fn = None
 
     # -- device and dtype, chosen in one place -------------------------------------------------

@@ -221,7 +221,7 @@ def check_input_size(name: str, size: int | None, options: Any = None) -> int:
     opts = check_options(name, options or {})
     geometry = spec.geometry(opts)
     if not geometry.accepts(size):
-        shown = f" (pool_padding={opts.pool_padding})" if "pool_padding" in spec.options else ""
+        shown = f" (pool_padding={getattr(opts, 'pool_padding', None)})" if "pool_padding" in spec.options else ""
         raise UserError(f"{name}{shown} cannot take {size} px ({geometry.why_not(size)}); "
                         f"it takes {describe_sizes(geometry.accepted_sizes())}")
     return size

@@ -10,7 +10,7 @@ float32 and the model returns logits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alexbench.frameworks import import_keras
 from alexbench.models.keras_layers import LocalResponseNorm, batch_norm, torch_conv, torch_dense
@@ -23,7 +23,7 @@ else:
     layers = keras.layers
 
 # The paper's LRN in torch's convention (alpha is divided by size inside the layer).
-LRN = {"size": 5, "alpha": 5 * 1e-4, "beta": 0.75, "k": 2.0}
+LRN: dict[str, Any] = {"size": 5, "alpha": 5 * 1e-4, "beta": 0.75, "k": 2.0}
 
 
 def _norm(kind: str, name: str) -> layers.Layer | None:

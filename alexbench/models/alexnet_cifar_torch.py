@@ -108,4 +108,6 @@ def alexnet_cifar(num_classes: int = 10, dropout: float = 0.25,
 
     ``input_size`` does not change the layers: fc6 needs pool5's 4x4 map, which 32-39 px give.
     """
-    return AlexNetCifar(num_classes=num_classes, dropout=dropout, channels=tuple(channels), hidden=hidden, norm=norm)
+    c1, c2, c3, c4, c5 = channels  # a list from a config is fine too
+    return AlexNetCifar(num_classes=num_classes, dropout=dropout, channels=(c1, c2, c3, c4, c5), hidden=hidden,
+                        norm=norm)

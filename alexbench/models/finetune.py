@@ -60,13 +60,13 @@ def set_base_trainable(model: Any, framework: str, trainable: bool, head: Sequen
     behaviour for the base. Recompile the Keras model afterwards.
     """
     _check_framework(framework)
-    head = set(head)
+    head_set = set(head)
     if framework == "torch":
         layers = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if name}
     else:
         layers = {layer.name for layer in model.layers}
-    if not head or not head <= layers:
-        raise UserError(f"set_base_trainable: head layer(s) {', '.join(sorted(head - layers)) or '(none)'} "
+    if not head_set or not head_set <= layers:
+        raise UserError(f"set_base_trainable: head layer(s) {', '.join(sorted(head_set - layers)) or '(none)'} "
                         "not in the model")
     if framework == "torch":
         for name, param in model.named_parameters():  # e.g. classifier.fc6.weight: layer fc6

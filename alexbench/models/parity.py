@@ -210,7 +210,8 @@ def check_backends(names: str | list[str], backends: list[str], num_classes: int
         raise UserError(f"parity: batch must be >= 1 (got {batch})")
     root = str(Path(__file__).resolve().parent.parent.parent)
     with tempfile.TemporaryDirectory(prefix="alexbench-parity-") as tmp:
-        items, refs = [], {}
+        items: list[dict[str, Any]] = []
+        refs: dict[str, np.ndarray] = {}
         for name in names:
             for options in get_spec(name).parity_variants:
                 vid = _variant_id(name, options)
@@ -221,8 +222,10 @@ def check_backends(names: str | list[str], backends: list[str], num_classes: int
         logits: dict[str, dict[str, np.ndarray]] = {it["id"]: {} for it in items}
         own: dict[str, dict[str, Any]] = {it["id"]: {} for it in items}
         for b in backends:
-            spec = {"num_classes": num_classes, "seed": seed, "result": str(Path(tmp) / f"result-{b}.json"),
-                    "items": [{**it, "logits": str(Path(tmp) / f"{it['id']}-logits-{b}.npz")} for it in items]}
+            spec: dict[str, Any] = {"num_classes": num_classes, "seed": seed,
+                                    "result": str(Path(tmp) / f"result-{b}.json"),
+                                    "items": [{**it, "logits": str(Path(tmp) / f"{it['id']}-logits-{b}.npz")}
+                                              for it in items]}
             spec_path = Path(tmp) / f"spec-{b}.json"
             spec_path.write_text(json.dumps(spec))
             env = {**os.environ, "KERAS_BACKEND": b,

@@ -7,6 +7,7 @@ re-trained or re-evaluated.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -243,7 +244,7 @@ def load_run(path: str | Path, *, allow_incomplete: bool = False) -> RunRecord:
     return rec
 
 
-def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+def expand_run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Accept run folders, or a folder of run folders (the ``--out`` of ``alexbench run``)."""
     out: list[Path] = []
     for p in map(Path, paths):
@@ -256,9 +257,9 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_runs(paths: Iterable[str | Path | RunRecord], *, allow_incomplete: bool = True) -> list[RunRecord]:
+def load_runs(paths: Iterable[str | os.PathLike | RunRecord], *, allow_incomplete: bool = True) -> list[RunRecord]:
     """Load several runs (see :func:`expand_run_dirs`) and make their labels unique."""
-    items: list[str | Path | RunRecord] = []
+    items: list[Path | RunRecord] = []
     for p in paths:
         items.extend([p] if isinstance(p, RunRecord) else expand_run_dirs([p]))
     runs = [p if isinstance(p, RunRecord) else load_run(p, allow_incomplete=allow_incomplete) for p in items]

@@ -174,7 +174,8 @@ def _image_sections(runs: Sequence[RunRecord], colors: dict[str, str], figs: _Fi
         pid = _file_id(r.path / rundir.PREDICTIONS)
         imgs = pred.get("mis_images")
         if imgs is not None and len(imgs):
-            t, p = pred.get("mis_true", []), pred.get("mis_pred", [])
+            none: list[int] = []
+            t, p = pred.get("mis_true", none), pred.get("mis_pred", none)
             caps = [f"{_class_name(classes, int(a))}→{_class_name(classes, int(b))}" for a, b in zip(t, p)]
             png = _cached(("mis", pid, tuple(classes)), partial(plots.image_grid, imgs, caps, ["#a8232f"] * len(caps)))
             wrong = int(np.count_nonzero(pred["y_true"] != pred["y_pred"]))
@@ -241,8 +242,8 @@ def build_context(runs: Sequence[RunRecord], skipped: Sequence[dict[str, Any]] |
         key = ("overview",) + tuple((r.label, colors[r.label], _file_id(r.path / rundir.METRICS)) for r in scored)
         png = _cached(key, lambda: plots.accuracy_overview([r.label for r in scored],
                                                            [colors[r.label] for r in scored],
-                                                           [r.accuracy for r in scored],
-                                                           [r.accuracy_ci95 for r in scored]))
+                                                           [r.accuracy for r in scored if r.accuracy is not None],
+                                                           [r.accuracy_ci95 for r in scored if r.accuracy_ci95]))
         overview = figs.add("accuracy overview", png, "test accuracy of each finished run with its 95% interval")
 
     per_class = None
