@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+WARMUP_STEPS = 2  # steps excluded from img/s after every (re)start: tracing, allocator warm-up
+
 __all__ = ["Progress", "RunLog", "Interrupt", "progress_bar"]
 
 

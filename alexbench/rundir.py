@@ -39,12 +39,21 @@ from alexbench import __version__
 from alexbench.atomic import atomic_path, atomic_write_json, atomic_write_text
 from alexbench.bounded_yaml import YamlLimit, load_bounded, read_capped
 from alexbench.errors import UserError
+from alexbench.runnames import (
+    BACKEND_NAMES,
+    entry_label,
+    framework_key,
+    framework_label,
+    run_backend,
+    run_slug,
+)
 
 __all__ = [
     "CONFIG", "STATE", "LOG", "HISTORY", "CHECKPOINTS", "PREDICTIONS", "METRICS", "RUN_STATUS", "RESOURCES",
     "EVENTS_GLOB", "EXPORT", "REQUESTED",
     "RUN_FILES", "CONFIG_HEADER", "REQUESTED_HEADER", "HISTORY_COLUMNS",
-    "entry_label", "run_slug", "code_version", "preprocessing", "check_preprocessing", "checkpoint_meta",
+    "entry_label", "run_slug", "run_backend", "framework_key", "framework_label", "BACKEND_NAMES", "code_version",
+    "preprocessing", "check_preprocessing", "checkpoint_meta",
     "is_run_dir", "is_run_folder",
     "read_json", "read_state", "write_state", "read_config", "write_config", "write_requested", "read_history",
     "write_history",
@@ -78,52 +87,7 @@ MAX_PREDICTIONS_BYTES = 1 << 30  # probs of 50,000 images x 1000 classes in floa
 _REQUIRED_PREDICTIONS = ("y_true", "y_pred")
 
 
-# -- names -----------------------------------------------------------------------------------
-
-def _init_kind(pretrained: str | None) -> str:
-    return "scratch" if not pretrained else ("imagenet" if pretrained == "imagenet" else "weights")
-
-
-#: how reports name each Keras backend ("Keras (JAX)")
-BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "torch"}
-
-
-def run_backend(framework: str, backend: str | None = None) -> str:
-    """metrics.json's ``backend``: ``torch`` for PyTorch; the Keras backend (TensorFlow when unrecorded) for Keras."""
-    if framework != "keras":
-        return "torch"
-    return backend or "tensorflow"
-
-
-def framework_key(framework: str, backend: str | None = None) -> str:
-    """``torch``, ``keras`` (TensorFlow backend), ``keras-jax`` or ``keras-torch``: the framework part of names."""
-    b = run_backend(framework, backend)
-    return f"{framework}-{b}" if framework == "keras" and b != "tensorflow" else framework
-
-
-def framework_label(framework: str, backend: str | None = None) -> str:
-    """``PyTorch``, ``Keras (TensorFlow)``, ``Keras (JAX)`` or ``Keras (torch)``: what reports print."""
-    if framework == "torch":
-        return "PyTorch"
-    if framework == "keras":
-        b = run_backend(framework, backend)
-        return f"Keras ({BACKEND_NAMES.get(b, b)})"
-    return framework
-
-
-def entry_label(model: str, framework: str, pretrained: str | None, seed: int | None = None,
-                backend: str | None = None) -> str:
-    """The short label of an entry, e.g. ``alexnet_cifar/torch/scratch/s0`` or ``alexnet_cifar/keras-jax/scratch/s0``
-    (no seed: the group's label)."""
-    return (f"{model}/{framework_key(framework, backend)}/{_init_kind(pretrained)}"
-            + (f"/s{seed}" if seed is not None else ""))
-
-
-def run_slug(model: str, framework: str, pretrained: str | None, seed: int, backend: str | None = None) -> str:
-    """The folder name of an entry of ``alexbench run``, e.g. ``alexnet_cifar-torch-scratch-s0``
-    (``alexnet_cifar-keras-jax-scratch-s0`` for Keras on JAX)."""
-    return f"{model}-{framework_key(framework, backend)}-{'pretrained' if pretrained else 'scratch'}-s{seed}"
-
+# -- the code version (the names of runs are in alexbench.runnames) ---------------------------
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:

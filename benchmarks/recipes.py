@@ -81,8 +81,8 @@ def config_for(c: Candidate, framework: str, extra: list[str]):  # noqa: ANN201 
 
 def planned_flops(cfg, n_train: int) -> int:  # noqa: ANN001 - TrainConfig
     """Training compute of ``cfg`` on ``n_train`` training images, counted as metrics.json's train_flops."""
+    from alexbench.finish import train_flops
     from alexbench.models import MODELS, flops_per_image
-    from alexbench.train import train_flops
 
     input_size = cfg.input_size or MODELS[cfg.model].input_size
     fwd = flops_per_image(cfg.model, 10, input_size=input_size, **cfg.model_options)

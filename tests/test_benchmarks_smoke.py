@@ -128,7 +128,7 @@ def test_tables_name_the_precision_and_the_peak_of_each_framework():
 def test_recipes_budget_run_readback_and_table(tmp_path):
     from conftest import synthetic_dataset
 
-    from alexbench.train import train_flops
+    from alexbench.finish import train_flops
     from benchmarks.recipes import CANDIDATES, candidate, config_for, markdown, planned_flops, run_candidate
     from benchmarks.run import machine_info
 
