@@ -1,10 +1,10 @@
-# Two commands: `make demo` runs the main job, `make test` runs the whole suite.
+# Two commands: `make demo` runs the main job, `make test` lints (ruff, mypy) and runs the whole suite.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/alexbench run --preset quick --out runs/demo --resume $(if $(DATA),--data $(DATA))
 
-test: $(STAMP)
+# ruff (style, imports, bugbear, annotations, unused noqa) over the tree; mypy over alexbench/ (pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
