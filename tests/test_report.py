@@ -226,9 +226,20 @@ def test_write_report_html_and_markdown(tmp_path: Path, runs: dict[str, Path]) -
     assert not [p for p in (tmp_path / "out").rglob(".*tmp")]
 
 
-def test_report_rewrite_of_five_runs_is_identical(tmp_path: Path) -> None:
+def test_report_rewrite_of_five_runs_is_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the runner rewrites the report at every epoch end, from cached figures; a rewrite of unchanged runs
-    # must give the same bytes (speed is measured in benchmarks, not asserted here)
+    # must give the same bytes (speed is measured in benchmarks, not asserted here). The clock is held
+    # still: the "generated" stamp has minute resolution and would differ across a minute boundary.
+    import datetime as real_dt
+
+    from alexbench.report import render
+
+    class _Frozen(real_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return real_dt.datetime(2026, 1, 2, 3, 4, 59, tzinfo=tz)
+
+    monkeypatch.setattr(render._dt, "datetime", _Frozen)
     dirs = [make_fake_run(tmp_path / f"r{i}", framework=("torch", "keras")[i % 2], seed=i // 2, accuracy=0.6 + 0.03 * i)
             for i in range(5)]
     write_report(dirs, tmp_path / "r.html")
