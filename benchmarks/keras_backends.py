@@ -131,13 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=1.0, help="alexnet_cifar's width option")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--only", action="append", choices=["compile", "precision", "fourway"])
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="the four-way table's precision for all four engines (fp32 emulates a CPU without bf16)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     global SETTINGS
     s = SETTINGS = Settings(rounds=a.rounds, steps=a.steps, width=a.width, batch=a.batch)
     parts = a.only or ["compile", "precision", "fourway"]
     date = time.strftime("%Y-%m-%d")
-    out_path = Path(a.out) if a.out else REPO / "benchmarks" / "results" / f"keras-backends-{date}.json"
+    tag = "" if a.precision == "auto" else f"-{a.precision}"
+    out_path = Path(a.out) if a.out else REPO / "benchmarks" / "results" / f"keras-backends-{date}{tag}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     log_dir = out_path.parent / "logs-keras-backends"
     work = Path(tempfile.mkdtemp(prefix="alexbench-kb-"))
@@ -167,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                     res["precision"][b] = {"error": str(exc)}
                     log(f"precision {b} failed: {exc}")
         if "fourway" in parts:
-            four = {LABEL["torch"]: _cfg(None), LABEL["tensorflow"]: _cfg("tensorflow"),
-                    LABEL["jax"]: _cfg("jax"), LABEL["keras-torch"]: _cfg("torch")}
+            prec = {"precision": a.precision}
+            four = {LABEL["torch"]: _cfg(None, **prec), LABEL["tensorflow"]: _cfg("tensorflow", **prec),
+                    LABEL["jax"]: _cfg("jax", **prec), LABEL["keras-torch"]: _cfg("torch", **prec)}
+            res["fourway_precision"] = a.precision
             res["fourway"] = _pairs("fourway", res["data"], s, log_dir, machine, four)
             res["profiles"] = _profiles(res["data"], s, log_dir, four)
         res["others_cpu_share_blocks"] = {"median": summary_share(machine), "blocks": len(machine.others_shares)}
