@@ -129,8 +129,8 @@ class TrainConfig(_Strict):
     compile: Optional[bool] = None
     sync_batchnorm: bool = False  # torch with N processes on CUDA: BatchNorm statistics over the global batch
     device: str = "auto"  # torch: auto|cpu|cuda|cuda:N|mps ; keras: auto|cpu|gpu|gpu:N
-    # keras: data-parallel over this many local devices in one process (TensorFlow's MirroredStrategy):
-    # GPUs 0..N-1, or N logical CPU devices with device: cpu; torch takes several devices through --nproc
+    # keras: data-parallel over this many local devices in one process (TensorFlow's MirroredStrategy, JAX's
+    # keras.distribution.DataParallel): GPUs 0..N-1, or N CPU devices with device: cpu; torch: see --nproc
     devices: int = Field(1, ge=1, le=64)
     threads: Optional[int] = Field(None, gt=0, le=1024)
     checkpoint_minutes: float = Field(10.0, gt=0)
@@ -181,9 +181,10 @@ class TrainConfig(_Strict):
         if self.framework == "torch":
             raise ValueError(f"devices: {n}: PyTorch trains on several devices in several processes; "
                              f"use alexbench train --nproc {n} (DistributedDataParallel)")
-        if self.keras_backend != "tensorflow":
-            raise ValueError(f"devices: {n}: several devices are offered on Keras's TensorFlow backend only "
-                             f"(tf.distribute.MirroredStrategy), not on {self.keras_backend!r}")
+        if self.keras_backend == "torch":
+            raise ValueError(f"devices: {n}: several devices are offered on Keras's TensorFlow backend "
+                             "(tf.distribute.MirroredStrategy) and JAX backend (keras.distribution.DataParallel), "
+                             "not on 'torch'")
         if self.device.startswith("gpu:"):
             raise ValueError(f"device: {self.device!r} names one GPU; with devices: {n} the run takes GPUs 0 to "
                              f"{n - 1}: use 'gpu' or 'auto'")

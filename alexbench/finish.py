@@ -108,7 +108,8 @@ def finish_run(out: Path, info: dict, prog: Progress, log: RunLog) -> dict:
 
 
 def _strategy(dist: distributed.Dist, engine: Any) -> str | None:
-    """How the run was data-parallel: ``ddp`` (torch processes), ``mirrored`` (Keras on several devices), or None."""
+    """How the run was data-parallel: ``ddp`` (torch processes), ``mirrored`` / ``data_parallel`` (Keras on several
+    devices, TensorFlow / JAX), or None."""
     if dist.active:
         return "ddp"
-    return "mirrored" if getattr(engine, "replicas", 1) > 1 else None
+    return getattr(engine, "strategy_name", None)

@@ -121,8 +121,10 @@ def check_keras_backend(backend: str, field: str = "keras_backend") -> None:
         raise UserError(f"{field}: {backend!r} needs the {module} package, which is not installed; {hint}")
 
 
-def import_keras(threads: int | None = None, backend: str | None = None) -> Any:
+def import_keras(threads: int | None = None, backend: str | None = None, cpu_devices: int = 1) -> Any:
     """Import Keras 3, quietly, on ``backend`` (default: ``$KERAS_BACKEND``, else TensorFlow).
+
+    ``cpu_devices``: on JAX, the number of devices its CPU shows (when this call starts JAX).
 
     Raises UserError when Keras already runs on another backend in this process (the
     caller then needs a child process, see :mod:`alexbench.backend_process`).
@@ -144,6 +146,11 @@ def import_keras(threads: int | None = None, backend: str | None = None) -> Any:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if want == "jax":
         _set_xla_threads(threads or _threads_set or _default_threads())
+        if cpu_devices > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+            # JAX's CPU as cpu_devices devices (data-parallel Keras on CPU); read once, when JAX starts. First:
+            # XLA ignores the flags after a word without "--" (such as intra_op_parallelism_threads=N above)
+            os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={cpu_devices} "
+                                       + os.environ.get("XLA_FLAGS", "")).strip()
     if want == "tensorflow":
         # Load torch and torchvision before TensorFlow: the other order crashes (SIGSEGV) when
         # torchvision later pulls in triton through torch._dynamo (porting and parity import it).

@@ -1,15 +1,18 @@
-"""Keras on several devices in one process (TensorFlow's MirroredStrategy): two logical CPU devices.
+"""Keras on several devices in one process: two CPU devices, on TensorFlow (MirroredStrategy over
+two logical CPU devices) and on JAX (keras.distribution.DataParallel over two XLA host devices).
 
 The equality test mirrors tests/test_distributed.py: alexnet_cifar at 1/8 width with
-``norm: none`` and dropout 0, global batch 16, 8 steps, on one device and on two logical
-CPU devices (8 images each) in the same child process (the CPU is split before TensorFlow
-starts its devices). Each replica's gradient is of its share's mean loss; their mean is the
-global batch's, so the runs differ by float summation order only. Measured on this
-project's 2-core CPU machine (fp32, 1 thread): losses within 8.7e-8 relative, weights
-within 7.5e-9 absolute (largest weight 0.19), optimizer slots within 2.3e-8, test
-probabilities within 3e-8 after 8 steps. The bounds are those of the DDP test (about 100x
-these figures), and every weight tensor moves by far more than them during the run
-(checked), so a wrong share, or summed instead of averaged gradients, cannot pass.
+``norm: none`` and dropout 0, global batch 16, 8 steps, on one device and on two (8 images
+each) in the same child process (the CPU is split before the backend starts its devices).
+Each replica's gradient is of its share's mean loss; their mean is the global batch's, so
+the runs differ by float summation order only. Measured on this project's 2-core CPU machine
+(fp32, 1 thread) after 8 steps: TensorFlow: losses within 8.7e-8 relative, weights within
+7.5e-9 absolute (largest weight 0.19), optimizer slots within 2.3e-8; JAX: losses within
+8.6e-8 relative, weights within 1.9e-8, slots within 8.1e-8; test probabilities within 3e-8 on
+both. The bounds are those of the DDP test (at least 10x these figures, about 100x for the
+weights), and every weight tensor moves by far more than them during the run (checked), so a
+wrong share, or summed instead of averaged gradients, cannot pass. A resumed 2-device run
+ended exactly (difference 0) where the uninterrupted one did on both backends.
 """
 
 from __future__ import annotations
@@ -52,18 +55,21 @@ def _losses(run: Path) -> list[float]:
     return [steps[str(i)] for i in range(len(steps))]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """One child process: the tiny training on 1 device, on 2, and on 2 stopped after step 5."""
-    tmp = tmp_path_factory.mktemp("mirrored")
+@pytest.fixture(scope="module", params=["tensorflow", "jax"])
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One child process per backend: the tiny training on 1 device, on 2, and on 2 stopped after step 5
+    (on JAX also resumed there; TensorFlow's is resumed through the CLI below)."""
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(f"devices-{backend}")
     data = write_image_folder(tmp / "data", classes=("cat", "dog"), per_class=40)
     _run([sys.executable, str(HERE / "support" / "ddprun.py"), str(tmp / "k"), "--data", str(data),
-          "--framework", "keras", "--devices", "1", "2", "--also-stopped", "5"], tmp)
-    return tmp, data
+          "--framework", "keras", "--keras-backend", backend, "--devices", "1", "2", "--also-stopped", "5",
+          *(["--then-resume"] if backend == "jax" else [])], tmp)
+    return tmp, data, backend
 
 
-def test_two_devices_match_one_step_for_step(runs: tuple[Path, Path]) -> None:
-    tmp, _ = runs
+def test_two_devices_match_one_step_for_step(runs: tuple[Path, Path, str]) -> None:
+    tmp, _, _ = runs
     one, two = tmp / "k" / "devices-1", tmp / "k" / "devices-2"
     assert len(_losses(one)) == len(_losses(two)) == 8  # 64 training images, global batch 16, 2 epochs
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=LOSS_RTOL, atol=0)
@@ -81,29 +87,35 @@ def test_two_devices_match_one_step_for_step(runs: tuple[Path, Path]) -> None:
     np.testing.assert_allclose(p2["probs"], p1["probs"], atol=1e-5)
 
 
-def test_metrics_and_log_name_the_replicas(runs: tuple[Path, Path]) -> None:
-    tmp, _ = runs
-    for n, strategy in ((1, None), (2, "mirrored")):
+STRATEGY = {"tensorflow": ("mirrored", "tf.distribute.MirroredStrategy over /cpu:0, /cpu:1"),
+            "jax": ("data_parallel", "keras.distribution.DataParallel over cpu:0, cpu:1")}
+
+
+def test_metrics_and_log_name_the_replicas(runs: tuple[Path, Path, str]) -> None:
+    tmp, _, backend = runs
+    strategy, over = STRATEGY[backend]
+    for n, name in ((1, None), (2, strategy)):
         metrics = json.loads((tmp / "k" / f"devices-{n}" / "metrics.json").read_text())
-        assert (metrics["world_size"], metrics["strategy"], metrics["config"]["devices"]) == (n, strategy, n)
-        assert metrics["system"]["device"] == "cpu"
+        assert (metrics["world_size"], metrics["strategy"], metrics["config"]["devices"]) == (n, name, n)
+        assert (metrics["system"]["device"], metrics["backend"]) == ("cpu", backend)
     log = (tmp / "k" / "devices-2" / "log.txt").read_text()
-    assert "devices: 2 replicas in one process (tf.distribute.MirroredStrategy over /cpu:0, /cpu:1), " \
-           "8 images each per step" in log, log
+    assert f"devices: 2 replicas in one process ({over}), 8 images each per step" in log, log
 
 
-def test_resume_on_two_devices_through_the_cli(runs: tuple[Path, Path]) -> None:
-    """The 2-device run stopped after step 5, resumed by ``alexbench train --resume`` in a fresh process
-    (which splits its CPU itself, from the run's config), ends where the uninterrupted run ended."""
-    tmp, data = runs
+def test_resume_on_two_devices(runs: tuple[Path, Path, str]) -> None:
+    """The 2-device run stopped after step 5 and resumed ends where the uninterrupted run ended. On
+    TensorFlow it is resumed by ``alexbench train --resume`` in a fresh process, which splits its CPU
+    itself, from the run's config."""
+    tmp, data, backend = runs
     out = tmp / "k" / "stopped"
-    assert json.loads((out / "state.json").read_text())["status"] == "running"
-    proc = _run([sys.executable, "-m", "alexbench", "train", "--model", "alexnet_cifar", "--framework", "keras",
-                 "--data", str(data), "--out", str(out), "--resume"], tmp)
-    assert "test accuracy" in proc.stdout
+    if backend == "tensorflow":
+        assert json.loads((out / "state.json").read_text())["status"] == "running"
+        proc = _run([sys.executable, "-m", "alexbench", "train", "--model", "alexnet_cifar", "--framework", "keras",
+                     "--data", str(data), "--out", str(out), "--resume"], tmp)
+        assert "test accuracy" in proc.stdout
     assert "resumed from" in (out / "log.txt").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert (metrics["world_size"], metrics["strategy"]) == (2, "mirrored")
+    assert (metrics["world_size"], metrics["strategy"]) == (2, STRATEGY[backend][0])
     resumed, straight = _checkpoint(out), _checkpoint(tmp / "k" / "devices-2")
     for k in straight:
         np.testing.assert_allclose(resumed[k], straight[k], rtol=0, atol=WEIGHT_ATOL, err_msg=k)
@@ -111,7 +123,7 @@ def test_resume_on_two_devices_through_the_cli(runs: tuple[Path, Path]) -> None:
 
 @pytest.mark.parametrize("sets, message", [
     (["batch_size=15", "devices=2"], "batch_size: 15 is the global batch and must divide by the 2 devices"),
-    (["keras_backend=torch", "devices=2"], "devices: 2: several devices are offered on Keras's TensorFlow backend"),
+    (["keras_backend=torch", "devices=2"], "devices: 2: several devices are offered on Keras's TensorFlow backend "),
     (["device=gpu:1", "devices=2"], "device: 'gpu:1' names one GPU"),
     (["devices=0"], "devices: Input should be greater than or equal to 1"),
 ])

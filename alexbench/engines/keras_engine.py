@@ -42,9 +42,13 @@ class KerasEngine:
         self.num_classes = num_classes
         self.norm = norm
         self.input_size = input_size
-        self.keras = import_keras(cfg.threads, backend=self.backend)
+        self.keras = import_keras(cfg.threads, backend=self.backend,
+                                  cpu_devices=cfg.devices if cfg.device != "gpu" else 1)
         self.notes: list[str] = []
-        self.strategy: Any = None  # tf.distribute.MirroredStrategy when the run takes several devices
+        # several devices: tf.distribute.MirroredStrategy (TensorFlow), keras.distribution.DataParallel (JAX)
+        self.strategy: Any = None
+        self.distribution: Any = None
+        self.strategy_name: str | None = None  # metrics.json's strategy: "mirrored" or "data_parallel"
         self.replicas = cfg.devices
         # a config value: "cpu" or "gpu:N" ("gpu" for GPUs 0 to devices-1)
         self.device = self._pick_devices(cfg.device, cfg.devices) if cfg.devices > 1 else self._pick_device(cfg.device)
@@ -93,10 +97,12 @@ class KerasEngine:
         return cpu
 
     def _pick_devices(self, want: str, n: int) -> str:
-        """Several devices in this process (TensorFlow only, see config): ``gpu`` for GPUs 0..n-1, or ``cpu``
+        """Several devices in this process (TensorFlow and JAX, see config): ``gpu`` for GPUs 0..n-1, or ``cpu``
         split into ``n`` logical CPU devices (no faster than one: for trying the data-parallel path)."""
+        if self.backend == "jax":
+            return self._pick_jax_devices(want, n)
         if self.backend != "tensorflow":  # the config refuses it; a resume's devices come unvalidated
-            raise UserError(f"devices: {n}: several devices are offered on Keras's TensorFlow backend only")
+            raise UserError(f"devices: {n}: several devices are offered on Keras's TensorFlow and JAX backends only")
         import tensorflow as tf
 
         gpus = self._gpu_count() if want != "cpu" else 0
@@ -111,14 +117,40 @@ class KerasEngine:
             split_cpu(n)
             names = [f"/cpu:{i}" for i in range(n)]
         self.strategy = tf.distribute.MirroredStrategy(names)
+        self.strategy_name = "mirrored"
         self.notes.append(f"devices: {n} replicas in one process (tf.distribute.MirroredStrategy over "
                           f"{', '.join(names)}), {self.cfg.batch_size // n} images each per step; gradients "
                           "averaged over the replicas, one update; BatchNorm statistics per replica")
         return "gpu" if names[0].startswith("/gpu") else "cpu"
 
+    def _pick_jax_devices(self, want: str, n: int) -> str:
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"] if want != "cpu" else []
+        if want == "gpu" and len(gpus) < n:
+            raise UserError(f"devices: {n} GPUs asked for but JAX sees {len(gpus)}")
+        if want == "auto" and 0 < len(gpus) < n:
+            raise UserError(f"devices: {n} asked for but JAX sees {len(gpus)} GPU(s); set device: cpu "
+                            f"for {n} CPU devices")
+        devs = gpus[:n] if gpus else jax.devices("cpu")[:n]
+        if len(devs) < n:
+            raise UserError(f"devices: {n} CPU devices need a fresh process: JAX has already started with {len(devs)}")
+        self.distribution = self.keras.distribution.DataParallel(devices=devs)
+        self.strategy_name = "data_parallel"
+        kind = "gpu" if gpus else "cpu"
+        self.notes.append(f"devices: {n} replicas in one process (keras.distribution.DataParallel over "
+                          f"{', '.join(f'{kind}:{d.id}' for d in devs)}), {self.cfg.batch_size // n} images each per "
+                          "step; the step runs SPMD over them (XLA all-reduces the gradients); BatchNorm statistics "
+                          "over the global batch")
+        return kind
+
     def _placement(self) -> AbstractContextManager:
-        """Where variables are made and steps run: the strategy's scope, or the one device."""
-        return self.strategy.scope() if self.strategy is not None else self.keras.device(self.keras_device)
+        """Where variables are made and steps run: the strategy's or distribution's scope, or the one device."""
+        if self.strategy is not None:
+            return self.strategy.scope()
+        if self.distribution is not None:
+            return self.distribution.scope()
+        return self.keras.device(self.keras_device)
 
     def _pick_precision(self, want: str) -> str:
         on_gpu = self.device.startswith("gpu")

@@ -223,7 +223,11 @@ def jax_steps(eng: Any) -> StepFns:
         pure_train = jax.jit(pure_train, donate_argnums=(0, 1, 2))
         pure_eval = jax.jit(pure_eval)
 
+    dist = eng.distribution  # keras.distribution.DataParallel: the batch is sharded over its devices
+
     def train(x_u8, y, lr, t):  # noqa: ANN001, ANN202
+        if dist is not None:
+            x_u8, y = _shard(dist, x_u8), _shard(dist, y)
         tvars, ntvars = model.trainable_variables, model.non_trainable_variables
         slot_vars = [eng.slots[v.path] for v in tvars]
         new_t, new_nt, new_s, loss, correct, finite = pure_train(
@@ -243,6 +247,18 @@ def jax_steps(eng: Any) -> StepFns:
                          [v.value for v in model.non_trainable_variables], x_u8, y)
 
     return train, evaluate
+
+
+def _shard(dist: Any, a: Any) -> Any:
+    """A global batch split over a DataParallel's devices (equal contiguous shares, the first device's first).
+
+    The parameters are replicated, so XLA runs the step SPMD: each device takes the gradient
+    of its share, and the mean loss over the global batch sums them across the devices."""
+    import jax
+
+    if len(a) % dist.device_mesh.shape[0]:
+        raise ValueError(f"a batch of {len(a)} does not split into {dist.device_mesh.shape[0]} equal shares")
+    return jax.device_put(a, dist.get_data_layout(a.shape).backend_layout)
 
 
 # -- torch -----------------------------------------------------------------------------------

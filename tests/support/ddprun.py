@@ -1,5 +1,6 @@
 """One tiny BatchNorm-free, dropout-free training: torch alone or as one rank under torchrun, or
-Keras (TensorFlow) on one device or several (``--devices N``: N logical CPU devices, MirroredStrategy).
+Keras on one device or several (``--devices N``: N logical CPU devices; MirroredStrategy on TensorFlow,
+keras.distribution.DataParallel with ``--keras-backend jax``).
 
 usage: python tests/support/ddprun.py OUT [--data SOURCE] [--epochs N] [--resume] [--stop-after STEP]
        python -m torch.distributed.run --standalone --nproc-per-node 2 tests/support/ddprun.py OUT ...
@@ -11,7 +12,8 @@ Without --data it trains on the toy dataset of toydata.py. The config is :func:`
 Keras runs with several ``--devices`` counts train one after the other in this process (TensorFlow's
 CPU is split once, into the largest count of logical devices), each into OUT/devices-N, and each
 writes init.npz: its weights before the first step. ``--also-stopped STEP`` then trains the
-largest count once more into OUT/stopped, stopped after STEP.
+largest count once more into OUT/stopped, stopped after STEP; ``--then-resume`` resumes it in this
+process to the end (its steps.json then holds the resumed steps).
 
 Rank 0 writes OUT/steps.json: the loss of every step (the global batch's, as the loop sees
 it) and the world size recorded in metrics.json. Every rank writes OUT/labels-RANK.json:
@@ -72,10 +74,10 @@ class Record(Hooks):
             raise Stop
 
 
-def config(epochs: int = 2, framework: str = "torch", devices: int = 1):
+def config(epochs: int = 2, framework: str = "torch", devices: int = 1, keras_backend: str = "tensorflow"):
     """alexnet_cifar at 1/8 width without BatchNorm or dropout, a constant lr high enough to move every
     weight in a few steps, a checkpoint after every step (on CPU: ``devices`` logical CPU devices for Keras)."""
-    extra = {"device": "cpu", "devices": devices} if framework == "keras" else {}
+    extra = {"device": "cpu", "devices": devices, "keras_backend": keras_backend} if framework == "keras" else {}
     return tiny_config(framework, model_options={"width": 0.125, "norm": "none", "dropout": 0.0}, epochs=epochs,
                        batch_size=16, checkpoint_minutes=1e-6, optimizer={"lr": 0.05},
                        schedule={"name": "constant"}, **extra)
@@ -90,23 +92,28 @@ if __name__ == "__main__":
     p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--framework", default="torch")
     p.add_argument("--devices", type=int, nargs="+", default=[1])
+    p.add_argument("--keras-backend", default="tensorflow")
     p.add_argument("--also-stopped", type=int, default=None)
+    p.add_argument("--then-resume", action="store_true")
     a = p.parse_args()
     TorchEngine.train_step = _recording_step  # this process only: the harness runs as a script
     KerasEngine.build = _recording_build
-    if a.framework == "keras" and max(a.devices) > 1:
-        import_keras(1, backend="tensorflow")  # TensorFlow as the engine imports it, then its CPU split
-        split_cpu(max(a.devices))
+    if a.framework == "keras" and max(a.devices) > 1:  # Keras as the engine imports it, its CPU split
+        import_keras(1, backend=a.keras_backend, cpu_devices=max(a.devices))
+        if a.keras_backend == "tensorflow":
+            split_cpu(max(a.devices))
     runs = [(n, a.stop_after, Path(a.out) if len(a.devices) == 1 else Path(a.out) / f"devices-{n}")
             for n in a.devices]
     if a.also_stopped is not None:  # then the largest count again, stopped after that step (to resume)
         runs.append((max(a.devices), a.also_stopped, Path(a.out) / "stopped"))
-    for n, stop_after, out in runs:
+        if a.then_resume:  # and resumed here, into OUT/stopped
+            runs.append((max(a.devices), None, Path(a.out) / "stopped"))
+    for i, (n, stop_after, out) in enumerate(runs):
         rec = Record(stop_after)
         INIT = out / "init.npz"
         try:
-            m = train(config(a.epochs, a.framework, n), out, data=a.data or synthetic_dataset(), resume=a.resume,
-                      hooks=rec, quiet=True)
+            m = train(config(a.epochs, a.framework, n, a.keras_backend), out, data=a.data or synthetic_dataset(),
+                      resume=a.resume or i == len(a.devices) + 1, hooks=rec, quiet=True)
         except Stop:
             m = None
         (out / f"labels-{os.environ.get('RANK', '0')}.json").write_text(json.dumps(LABELS))
