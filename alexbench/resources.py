@@ -32,9 +32,10 @@ COLUMNS = ("unix_time", "elapsed_seconds", "cpu_percent", "system_cpu_percent", 
 
 
 def _gpu_index(device: str) -> int | None:
-    """The GPU a run uses, from the engine's device name ("cuda", "cuda:1", "/GPU:0"); None on CPU."""
+    """The GPU a run uses, from the engine's device name (torch's "cuda", "cuda:1"; Keras's "gpu", "gpu:1",
+    "/GPU:0"); None on CPU."""
     d = device.lower()
-    if not (d.startswith("cuda") or d.startswith("/gpu")):
+    if not (d.startswith("cuda") or d.startswith("/gpu") or d.startswith("gpu")):
         return None
     tail = d.rsplit(":", 1)[-1] if ":" in d else "0"
     return int(tail) if tail.isdigit() else 0

@@ -128,3 +128,10 @@ def test_resource_figure_adds_gpu_panels_when_sampled():
     with_gpu = plots.resource_curves([("a", "#0072B2", rows, 2)])
     without = plots.resource_curves([("a", "#0072B2", cpu_only, 2)])
     assert with_gpu.startswith(b"\x89PNG") and without.startswith(b"\x89PNG") and with_gpu != without
+
+
+def test_gpu_index_reads_both_frameworks_device_names():
+    from alexbench.resources import _gpu_index
+
+    assert [_gpu_index(d) for d in ("cuda", "cuda:1", "gpu", "gpu:2", "/GPU:0", "cpu", "mps")] == [0, 1, 0, 2, 0, None,
+                                                                                                   None]
