@@ -24,8 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# two worker processes (pytest-xdist), one test file per worker at a time, so a file's shared
+# fixtures (a Ray instance, finished runs) are built once
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -208,7 +208,12 @@ def test_numpy_preprocessing_equals_the_engines(framework):
         norm = normalization(norm_name)
         engine = make_engine(tiny_config(framework), 10, norm, size)
         engine.build()
-        theirs = np.asarray(engine._prep(x))
+        if framework == "torch":
+            theirs = np.asarray(engine._prep(x))
+        else:  # the Keras engine prepares inside its step, with keras_steps.prepare on every backend
+            from alexbench.engines.keras_steps import prepare
+
+            theirs = np.asarray(prepare(engine, x))
         record = rundir.preprocessing(norm, size, x.shape[1:3], CLASSES, False)
         pre = Preprocess.from_dict(record["preprocess"], "test")
         ours = pre.model_input(x, "NCHW" if framework == "torch" else "NHWC")
