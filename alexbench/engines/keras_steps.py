@@ -99,11 +99,30 @@ def _finite(ops: Any, grads: list) -> Any:
     return ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads]))
 
 
+def _unscaled(eng: Any, grads: list) -> tuple[list, Any]:
+    """The gradients without the fp16 loss scale, and whether they are all finite (None: no scaling)."""
+    if eng.loss_scale == 1.0:
+        return list(grads), None
+    grads = [g / eng.loss_scale for g in grads]
+    return grads, _finite(eng.keras.ops, grads)
+
+
+def _apply(eng: Any, tvars: list, grads: list, finite: Any, lr: Any, t: Any) -> None:
+    """Assign one update to each Keras variable and its slots (nothing changes where ``finite`` is false)."""
+    ops = eng.keras.ops
+    for v, g in zip(tvars, grads):
+        slots = eng.slots[v.path]
+        new_v, new_s = update(eng, v.value, g, [s.value for s in slots], lr, t)
+        v.assign(_skip_if(ops, finite, new_v, v.value))
+        for s, n in zip(slots, new_s):
+            s.assign(_skip_if(ops, finite, n, s.value))
+
+
 # -- TensorFlow ------------------------------------------------------------------------------
 def tensorflow_steps(eng: Any) -> StepFns:
     import tensorflow as tf
 
-    ops, model = eng.keras.ops, eng.model
+    model = eng.model
 
     def train(x_u8, y, lr, t):  # noqa: ANN001, ANN202
         tvars = model.trainable_variables
@@ -111,16 +130,8 @@ def tensorflow_steps(eng: Any) -> StepFns:
         with tf.GradientTape() as tape:
             loss, correct = _loss_and_correct(eng, model(x, training=True), y)
             scaled = loss * eng.loss_scale
-        grads = tape.gradient(scaled, [v.value for v in tvars])
-        if eng.loss_scale != 1.0:
-            grads = [g / eng.loss_scale for g in grads]
-        finite = _finite(ops, grads) if eng.loss_scale != 1.0 else None
-        for v, g in zip(tvars, grads):
-            slots = eng.slots[v.path]
-            new_v, new_s = update(eng, v.value, g, [s.value for s in slots], lr, t)
-            v.assign(_skip_if(ops, finite, new_v, v.value))
-            for s, n in zip(slots, new_s):
-                s.assign(_skip_if(ops, finite, n, s.value))
+        grads, finite = _unscaled(eng, tape.gradient(scaled, [v.value for v in tvars]))
+        _apply(eng, tvars, grads, finite, lr, t)
         return loss, correct, finite
 
     def evaluate(x_u8, y):  # noqa: ANN001, ANN202
@@ -145,7 +156,7 @@ def mirrored_steps(eng: Any) -> StepFns:
     """
     import tensorflow as tf
 
-    ops, model, strategy = eng.keras.ops, eng.model, eng.strategy
+    model, strategy = eng.model, eng.strategy
     n = strategy.num_replicas_in_sync
     total = tf.distribute.ReduceOp.SUM
 
@@ -162,16 +173,8 @@ def mirrored_steps(eng: Any) -> StepFns:
         # (keras.src.losses.loss.scale_loss_for_distribution): the sums over the replicas of that loss
         # and of its gradients are the means of the replicas' own
         loss, correct, grads = strategy.run(replica, args=(x_u8, y))
-        grads = [strategy.reduce(total, g, axis=None) for g in grads]
-        if eng.loss_scale != 1.0:
-            grads = [g / eng.loss_scale for g in grads]
-        finite = _finite(ops, grads) if eng.loss_scale != 1.0 else None
-        for v, g in zip(model.trainable_variables, grads):  # cross-replica context: every copy takes the update
-            slots = eng.slots[v.path]
-            new_v, new_s = update(eng, v.value, g, [s.value for s in slots], lr, t)
-            v.assign(_skip_if(ops, finite, new_v, v.value))
-            for s, new in zip(slots, new_s):
-                s.assign(_skip_if(ops, finite, new, s.value))
+        grads, finite = _unscaled(eng, [strategy.reduce(total, g, axis=None) for g in grads])
+        _apply(eng, model.trainable_variables, grads, finite, lr, t)  # cross-replica context: every copy takes it
         return strategy.reduce(total, loss, axis=None), strategy.reduce(total, correct, axis=None), finite
 
     step = tf.function(step, reduce_retracing=True)
@@ -204,9 +207,7 @@ def jax_steps(eng: Any) -> StepFns:
             return loss * eng.loss_scale, (loss, correct, new_nt)
 
         grads, (loss, correct, new_nt) = jax.grad(loss_fn, has_aux=True)(tvals)
-        if eng.loss_scale != 1.0:
-            grads = [g / eng.loss_scale for g in grads]
-        finite = _finite(ops, grads) if eng.loss_scale != 1.0 else None
+        grads, finite = _unscaled(eng, grads)
         new_t, new_s = [], []
         for v, g, slots in zip(tvals, grads, svals):
             nv, ns = update(eng, v, g, slots, lr, t)
@@ -278,15 +279,8 @@ def torch_steps(eng: Any) -> StepFns:
         loss, correct = fwd(x_u8, y)
         grads = torch.autograd.grad(loss * eng.loss_scale, [v.value for v in tvars])
         with torch.no_grad():
-            if eng.loss_scale != 1.0:
-                grads = [g / eng.loss_scale for g in grads]
-            finite = _finite(ops, grads) if eng.loss_scale != 1.0 else None
-            for v, g in zip(tvars, grads):
-                slots = eng.slots[v.path]
-                new_v, new_s = update(eng, v.value, g, [s.value for s in slots], lr, t)
-                v.assign(_skip_if(ops, finite, new_v, v.value))
-                for s, n in zip(slots, new_s):
-                    s.assign(_skip_if(ops, finite, n, s.value))
+            grads, finite = _unscaled(eng, grads)
+            _apply(eng, tvars, grads, finite, lr, t)
         return loss.detach(), correct, finite
 
     def evaluate(x_u8, y):  # noqa: ANN001, ANN202
