@@ -18,7 +18,6 @@ ended exactly (difference 0) where the uninterrupted one did on both backends.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,22 +26,12 @@ import numpy as np
 import pytest
 from support.toydata import write_image_folder
 
+# the child-process helpers and the equality bounds are the DDP test's: the same measurement
+from test_distributed import LOSS_RTOL, SRC, WEIGHT_ATOL, _env, _run
+
 HERE = Path(__file__).parent
-SRC = str(HERE.parent)
-LOSS_RTOL = 1e-5
-WEIGHT_ATOL = 1e-6
 
 pytestmark = pytest.mark.slow
-
-
-def _env(tmp: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": SRC, "ALEXBENCH_DATA": str(tmp / "home"), "ALEXBENCH_QUIET": "1"}
-
-
-def _run(cmd: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, env=_env(tmp), capture_output=True, text=True, timeout=600, cwd=SRC)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def _checkpoint(run: Path) -> dict[str, np.ndarray]:
