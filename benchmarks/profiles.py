@@ -43,24 +43,33 @@ def _torch_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
             "profiled_ms_per_step": total / 1e3 / len(steps), "by_op": table}
 
 
-def _keras_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
-    import tensorflow as tf
+def _xplane_trace(engine: Any, batches: list, lr: float, start: Any, stop: Any, prefix: str) -> tuple[int, float, Any]:
+    """Two warm-up steps, then the other batches traced between ``start(logdir)`` and ``stop()``
+    (TensorFlow's or JAX's profiler, both write XPlane): (steps traced, wall seconds per step, the XSpace)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     for xb, yb in batches[:2]:
         engine.train_step(xb, yb, lr)
     steps = batches[2:]
-    with tempfile.TemporaryDirectory(prefix="alexbench-tfprof-") as logdir:
+    with tempfile.TemporaryDirectory(prefix=prefix) as logdir:
         t0 = time.perf_counter()
-        tf.profiler.experimental.start(logdir)
+        start(logdir)
         for xb, yb in steps:
             engine.train_step(xb, yb, lr)
-        tf.profiler.experimental.stop()
+        stop()
         wall = (time.perf_counter() - t0) / len(steps)
         paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         space = xplane_pb2.XSpace()
         with open(sorted(paths)[-1], "rb") as fh:
             space.ParseFromString(fh.read())
+    return len(steps), wall, space
+
+
+def _keras_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
+    import tensorflow as tf
+
+    n, wall, space = _xplane_trace(engine, batches, lr, tf.profiler.experimental.start,
+                                   tf.profiler.experimental.stop, "alexbench-tfprof-")
     by_type: collections.Counter = collections.Counter()
     by_op: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
@@ -81,7 +90,6 @@ def _keras_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
                 by_op[op_name] += ms
                 calls[op_type] += 1
     total = sum(by_type.values())
-    n = len(steps)
     return {"tool": f"tf.profiler (TensorFlow {tf.__version__})", "steps": n, "wall_ms_per_step": wall * 1e3,
             "profiled_ms_per_step": total / n,
             "by_op_type": [{"op": k, "ms_per_step": v / n, "share": v / total, "calls_per_step": calls[k] / n}
@@ -93,22 +101,10 @@ def _jax_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
     import re
 
     import jax
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the trace format jax writes too
 
-    for xb, yb in batches[:2]:
-        engine.train_step(xb, yb, lr)
-    steps = batches[2:]
-    with tempfile.TemporaryDirectory(prefix="alexbench-jaxprof-") as logdir:
-        t0 = time.perf_counter()
-        jax.profiler.start_trace(logdir)
-        for xb, yb in steps:
-            engine.train_step(xb, yb, lr)
-        jax.profiler.stop_trace()
-        wall = (time.perf_counter() - t0) / len(steps)
-        paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
-        space = xplane_pb2.XSpace()
-        with open(sorted(paths)[-1], "rb") as fh:
-            space.ParseFromString(fh.read())
+    # jax writes the same trace format as TensorFlow
+    n, wall, space = _xplane_trace(engine, batches, lr, jax.profiler.start_trace, jax.profiler.stop_trace,
+                                   "alexbench-jaxprof-")
     by_kind: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
     hlo = re.compile(r"^([a-z][a-z0-9_-]*?)(\.\d+)*$")  # "convolution.3", "fusion.12", "dot.1"
@@ -124,7 +120,6 @@ def _jax_profile(engine: Any, batches: list, lr: float, top: int) -> dict:
                 by_kind[m.group(1)] += ev.duration_ps / 1e9
                 calls[m.group(1)] += 1
     total = sum(by_kind.values())
-    n = len(steps)
     return {"tool": f"jax.profiler (jax {jax.__version__})", "steps": n, "wall_ms_per_step": wall * 1e3,
             "profiled_ms_per_step": total / n,
             "by_op_type": [{"op": k, "ms_per_step": v / n, "share": v / total if total else None,
