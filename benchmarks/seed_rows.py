@@ -123,14 +123,11 @@ def _markdown(rows: list[dict], machine: dict) -> str:
 
 
 def _machine() -> dict:
-    from alexbench.frameworks import cpu_name
+    from benchmarks.run import machine_info
 
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": " ".join(shown) or "none of avx2/avx512/bf16",
+    info = machine_info()  # the CPU and its flags, as the speed suite records them
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if info["cpu_flags"].get(f)]
+    return {"cpu": info["cpu"], "cores": os.cpu_count(), "flags": " ".join(shown) or "none of avx2/avx512/bf16",
             "date": time.strftime("%Y-%m-%d"), "load_start": round(os.getloadavg()[0], 1)}
 
 
