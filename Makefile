@@ -24,10 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# two worker processes (pytest-xdist), one test file per worker at a time, so a file's shared
-# fixtures (a Ray instance, finished runs) are built once
+# one process: two pytest-xdist workers each grew to ~12 GB (TensorFlow, torch, JAX and Ray loaded
+# in one process) and the pair was OOM-killed on a 24 GB machine
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
