@@ -28,6 +28,8 @@ with ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -158,19 +160,29 @@ def setup(cfg: Any) -> Dist:
         torch.cuda.set_device(env.local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend)
+        # DDP's reducer keeps the process group alive in reference cycles; collected at interpreter
+        # finalization, gloo's worker threads abort the process ("terminate called without an active
+        # exception", exit -6) after a run that finished. Collect them while the interpreter is whole.
+        atexit.register(gc.collect)
     elif dist.get_backend() != backend:
         raise UserError(f"device: a {dist.get_backend()} process group is already up; this run needs {backend}")
     _current = Dist(env.rank, env.world_size, env.local_rank, env.local_world_size, backend)
     return _current
 
 
-def teardown() -> None:
-    """Leave the process group that :func:`setup` joined."""
+def teardown(finished: bool = False) -> None:
+    """Leave the process group that :func:`setup` joined.
+
+    ``finished``: every rank got here after its last collective, so they wait for each other first and no
+    rank closes its connections while another still talks to it (not on an error: the others may be gone)."""
     global _current
     if _current.active:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if finished:
+                dist.barrier()
+            gc.collect()  # drop the DDP reducers (and their hold on the process group) before it goes
             dist.destroy_process_group()
     _current = SINGLE
 

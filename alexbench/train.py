@@ -67,9 +67,12 @@ def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # 
         return train_in_child(run_cfg, ensure_folder(out_dir, "--out"), data=data, resume=resume,
                               on_epoch_end=on_epoch_end, quiet=quiet, force=force)
     dist = distributed.setup(cfg)
+    finished = False
     try:
         if not dist.is_main:
-            return _train_locked(cfg, Path(out_dir), data, resume, None, True, None, hooks or Hooks(), force, dist)
+            result = _train_locked(cfg, Path(out_dir), data, resume, None, True, None, hooks or Hooks(), force, dist)
+            finished = True
+            return result
         made = missing_dirs(Path(out_dir))
         out = ensure_folder(out_dir, "--out")
         if quiet is None:
@@ -78,14 +81,16 @@ def train(cfg: TrainConfig | None, out_dir: str | os.PathLike, *, data=None,  # 
             with RunLock(out) as lock, removed_if_unstarted(out, not keep_failed):
                 if not resume:
                     claim_run_folder(out, force)
-                return _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, hooks or Hooks(), force,
-                                     dist)
+                result = _train_locked(cfg, out, data, resume, on_epoch_end, quiet, lock, hooks or Hooks(), force,
+                                       dist)
+                finished = True
+                return result
         except BaseException:
             if not keep_failed:
                 remove_empty(made)
             raise
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
 
 
 def _state(out: Path, *args: Any, **kwargs: Any) -> None:
