@@ -8,6 +8,7 @@ share one copy in the page cache.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -25,5 +26,5 @@ def save_arrays(data_dir: str | Path, arrays: dict[str, np.ndarray]) -> None:
 
 def load_arrays(data_dir: str | Path, mmap: bool = True) -> dict[str, np.ndarray]:
     """The four arrays of ``data_dir``, memory-mapped read-only unless ``mmap`` is false."""
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
     return {name: np.load(Path(data_dir) / f"{name}.npy", mmap_mode=mode) for name in NAMES}

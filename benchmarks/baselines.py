@@ -96,6 +96,7 @@ class PlainTorchLoop:
             t_end = time.perf_counter()
         finally:
             del it  # shuts the DataLoader workers down
+        assert t_start is not None  # steps >= 1
         sec = t_end - t_start
         return {"images": steps * self.batch_size, "seconds": sec, "ips": steps * self.batch_size / sec,
                 "first_step_seconds": first_step, "num_workers": self.num_workers, "threads": self.threads,
@@ -136,7 +137,7 @@ class PlainKerasFit:
         keras = self.keras
         ends: list[float] = []
 
-        class Clock(keras.callbacks.Callback):
+        class Clock(keras.callbacks.Callback):  # type: ignore[name-defined]
             def on_train_batch_end(self, batch, logs=None) -> None:  # noqa: ANN001
                 ends.append(time.perf_counter())
 

@@ -57,8 +57,10 @@ class Worker:
 
     def _send(self, obj: dict) -> None:
         try:
-            self.proc.stdin.write(json.dumps(obj) + "\n")
-            self.proc.stdin.flush()
+            stdin = self.proc.stdin
+            assert stdin is not None  # Popen(stdin=PIPE)
+            stdin.write(json.dumps(obj) + "\n")
+            stdin.flush()
         except BrokenPipeError:
             raise BenchError(f"worker {self.name} died; its log ends with:\n{_tail(self.log_path)}") from None
 
@@ -71,7 +73,7 @@ class Worker:
                 raise BenchError(f"worker {self.name} timed out after {timeout:.0f}s; log:\n{_tail(self.log_path)}")
             ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 5.0))
             if ready:
-                line = self.proc.stdout.readline()
+                line = self.proc.stdout.readline()  # type: ignore[union-attr]  # Popen(stdout=PIPE)
                 if not line:
                     self.proc.wait()
                     raise BenchError(f"worker {self.name} exited ({self.proc.returncode}); "
@@ -211,12 +213,12 @@ def interleave(configs: list[Config], rounds: int, warm_round: dict | None = Non
             log(f"  round {r + 1}  {c.label:<34s} {extra}{note}")
 
 
-def median(values: list[float]) -> float:
+def median(values: list[float | None]) -> float:
     vals = [v for v in values if v is not None]
     return float(statistics.median(vals)) if vals else float("nan")
 
 
-def spread(values: list[float]) -> tuple[float, float]:
+def spread(values: list[float | None]) -> tuple[float, float]:
     vals = [v for v in values if v is not None]
     return (float(min(vals)), float(max(vals))) if vals else (float("nan"), float("nan"))
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 CONV_SHAPE = (32, 256, 256, 32)  # batch, C_in, C_out, H = W
 
@@ -119,7 +119,10 @@ class TfGemmTarget:
         for n in self.sizes:
             a = tf.cast(tf.random.normal((n, n)), dtype)
             b = tf.cast(tf.random.normal((n, n)), dtype)
-            per_size[str(n)] = _rate(lambda a=a, b=b: tf.linalg.matmul(a, b).numpy(), 2.0 * n ** 3, self.reps)
+            def matmul(a: Any = a, b: Any = b) -> Any:
+                return tf.linalg.matmul(a, b).numpy()
+
+            per_size[str(n)] = _rate(matmul, 2.0 * n ** 3, self.reps)
         out = {"precision": self.precision, "kernels": "tensorflow (oneDNN)", "matmul_by_size": per_size,
                "threads": self.threads}
         n, c_in, c_out, hw = self.conv_shape

@@ -45,7 +45,7 @@ class EngineTarget:
         self.y_test = np.ascontiguousarray(arrays["y_test"])
         input_size = self.cfg.input_size or MODELS[self.cfg.model].input_size
         self.norm = run_normalization(self.cfg, self.x)
-        self.engine = make_engine(self.cfg, int(spec.get("num_classes", 10)), self.norm, input_size)
+        self.engine: Any = make_engine(self.cfg, int(spec.get("num_classes", 10)), self.norm, input_size)
         self.engine.build()
         a = self.cfg.augment
         self.stream = BatchStream(self.x, self.y, self.cfg.batch_size, self.cfg.seed, augment=a.enabled,
@@ -64,10 +64,13 @@ class EngineTarget:
 
         self.engine.train_mode()
         gen = self._batches()
-        it = prefetch_fn(gen) if prefetch else gen
+        it: Any = prefetch_fn(gen) if prefetch else gen
         bs = self.cfg.batch_size
-        waits, step_times, first_step = [], [], None
-        t_start = None
+        waits: list[float] = []
+        step_times: list[float] = []
+        first_step: float | None = None
+        t_start: float | None = None
+        loss = float("nan")
         t_wait = time.perf_counter()
         try:
             for i in range(warmup + steps):
@@ -75,7 +78,7 @@ class EngineTarget:
                     t_start = t_wait
                 xb, yb = next(it)
                 t0 = time.perf_counter()
-                loss, _ = self.engine.train_step(xb, yb, self.lr)
+                loss, _n = self.engine.train_step(xb, yb, self.lr)
                 t1 = time.perf_counter()
                 if i == 0:
                     first_step = t1 - t0
@@ -87,7 +90,7 @@ class EngineTarget:
         finally:
             it.close()
             self.epoch += 1  # next block starts a fresh epoch plan
-        elapsed = (t_end - t_start) if steps else 0.0
+        elapsed = (t_end - t_start) if steps and t_start is not None else 0.0
         return {"images": steps * bs, "seconds": elapsed, "ips": steps * bs / elapsed if steps else None,
                 "data_wait_seconds": sum(waits), "data_share": sum(waits) / elapsed if steps else None,
                 "step_seconds_median": float(np.median(step_times)) if step_times else None,
@@ -142,7 +145,7 @@ class EngineTarget:
 
         n = min(images, len(self.y_test))
         t0 = time.perf_counter()
-        probs, _ = self.engine.predict(eval_batches(self.x_test[:n], self.y_test[:n], batch))
+        probs, _labels = self.engine.predict(eval_batches(self.x_test[:n], self.y_test[:n], batch))
         sec = time.perf_counter() - t0
         return {"images": n, "seconds": sec, "ips": n / sec,
                 "accuracy": float((probs.argmax(1) == self.y_test[:n]).mean())}
