@@ -57,6 +57,7 @@ def system_info(engine: Engine, threads: int) -> dict:
             versions[mod] = getattr(sys.modules.get(mod), "__version__", None)
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "device": engine.device,
             "precision": engine.precision, "compiled": bool(getattr(engine, "compiled", engine.cfg.compile)),
+            "keras_batchnorm": getattr(engine, "batchnorm", None),
             "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
 
 

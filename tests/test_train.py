@@ -66,6 +66,8 @@ def test_one_run_writes_the_whole_run_folder(framework, tmp_path, tiny_ds):
     assert float((pred["y_pred"] == pred["y_true"]).mean()) == pytest.approx(t["accuracy"])
     assert pred["train_images"].dtype == np.uint8 and pred["train_images"].shape[1:] == (32, 32, 3)
     assert disk["system"]["versions"]["torch"] and disk["system"]["versions"]["keras"]
+    # how BatchNorm trained: what the config asked for on Keras's TensorFlow backend; PyTorch has no such choice
+    assert disk["system"]["keras_batchnorm"] == (None if framework == "torch" else disk["config"]["keras_batchnorm"])
     assert disk["params_total"] > 0 and disk["flops_per_image"] > 0
     assert disk["train_flops"] == 3 * disk["flops_per_image"] * 96  # one epoch of 96 images, forward + backward
 

@@ -68,6 +68,7 @@ class KerasEngine:
             self.compiled = False
             self.notes.append(f"compile: off with devices: {self.replicas} (XLA inside MirroredStrategy replicas)")
         self.model: Any = None  # keras.Model after build(); Keras is not type-checked here
+        self.batchnorm: str | None = None  # how BatchNorm trains, set by build() (keras_batchnorm.apply)
 
     # -- device and dtype, chosen in one place -------------------------------------------------
     def _gpu_count(self) -> int:
@@ -182,6 +183,9 @@ class KerasEngine:
                                           input_size=self.input_size, **cfg.model_options)
         finally:
             keras.mixed_precision.set_global_policy("float32")
+        from alexbench.engines.keras_batchnorm import apply
+
+        self.batchnorm = apply(self.model, cfg.keras_batchnorm, self.backend, self.notes)
         with self._placement():
             self.mean = keras.ops.convert_to_tensor(np.asarray(self.norm.mean, np.float32))
             self.std = keras.ops.convert_to_tensor(np.asarray(self.norm.std, np.float32))
