@@ -1,7 +1,7 @@
 """Keras backends side by side: compiled or eager steps, bf16 or fp32, and the four-way speed table.
 
 ``python -m benchmarks.keras_backends [--data SRC] [--rounds N] [--steps N] [--width W] [--batch B]
-[--only compile|precision|fourway]``
+[--only compile|precision|fourway|batchnorm]``
 
 Every configuration is an alexbench engine in its own worker process (one Keras backend
 per process), fed by the shared batch stream: ``alexnet_cifar`` at batch 256, full width
@@ -15,6 +15,10 @@ Configurations compared with each other run interleaved, one timed block each pe
   backend's default ``compile``.
 - ``fourway``: native PyTorch and Keras on each backend, defaults (precision auto, compile
   unset), then a short per-op profile of each.
+- ``batchnorm``: native PyTorch, Keras on TensorFlow with Keras's own BatchNormalization
+  (``keras_batchnorm: stock``) and with TensorFlow's fused kernel (``fused``), at bf16 (where
+  the CPU has it) and at fp32, each precision its own interleaved group; ratios to PyTorch
+  and fused / stock per round, then a short per-op profile of both Keras variants.
 Writes ``benchmarks/results/keras-backends-<date>.json`` and ``.md``.
 """
 
@@ -35,6 +39,7 @@ from benchmarks.run import engine_spec, log, machine_info, prepare_data
 
 BACKENDS = ("tensorflow", "jax", "torch")
 LABEL = {"torch": "PyTorch", "tensorflow": "Keras (TensorFlow)", "jax": "Keras (JAX)", "keras-torch": "Keras (torch)"}
+BN_LABEL = {"stock": "Keras (TensorFlow), stock BatchNorm", "fused": "Keras (TensorFlow), fused BatchNorm"}
 
 
 @dataclass
@@ -62,8 +67,9 @@ def _cfg(backend: str | None, **over: Any) -> dict:
 
 
 def _pairs(name: str, data: dict, s: Settings, log_dir: Path, machine: Machine,
-           variants: dict[str, dict]) -> dict:
-    """Interleave the variants of one backend (or the four engines); figures and ratios to the first."""
+           variants: dict[str, dict], also: tuple[tuple[str, str], ...] = ()) -> dict:
+    """Interleave the variants of one backend (or the four engines); figures and ratios to the first,
+    and ``a / b`` per round for each ``(a, b)`` label pair in ``also``."""
     workers = {label: Worker(f"{name}-{label}", engine_spec(data, **cfg), log_dir) for label, cfg in variants.items()}
     try:
         configs = [Config(label, w, {"op": "train", "steps": s.steps, "warmup": s.warm})
@@ -75,6 +81,8 @@ def _pairs(name: str, data: dict, s: Settings, log_dir: Path, machine: Machine,
                                       "first_step_seconds": (c.warm or {}).get("first_step_seconds"),
                                       "warm_wall_seconds": (c.warm or {}).get("wall_seconds")} for c in configs}}
         out["ratio_to_first"] = {c.label: paired_ratio(c, first) for c in configs[1:]}
+        by = {c.label: c for c in configs}
+        out["ratios"] = {f"{a} / {b}": paired_ratio(by[a], by[b]) for a, b in also}
         return out
     finally:
         for w in workers.values():
@@ -115,7 +123,21 @@ def _markdown(res: dict) -> str:
         for k, x in g["variants"].items():
             r = g["ratio_to_first"].get(k, {"median": 1.0})
             lines.append(f"| {k} | {x['median']:.0f} | {x['min']:.0f}-{x['max']:.0f} | x{r['median']:.2f} |")
-    for label, p in res.get("profiles", {}).items():
+    for prec, g in res.get("batchnorm", {}).items():
+        if "error" in g:
+            lines.append(f"- batchnorm {prec}: failed: {g['error'][:200]}")
+            continue
+        lines += ["", f"BatchNorm, {prec}:", "", "| engine | img/s (median) | range | vs PyTorch |",
+                  "|---|---|---|---|"]
+        for k, x in g["variants"].items():
+            r = g["ratio_to_first"].get(k, {"median": 1.0})
+            lines.append(f"| {k} | {x['median']:.0f} | {x['min']:.0f}-{x['max']:.0f} | x{r['median']:.2f} |")
+        for k, r in g.get("ratios", {}).items():
+            lines.append(f"- {prec} {k}: x{r['median']:.2f} (rounds {', '.join(f'{v:.2f}' for v in r['rounds'])})")
+    profiles = dict(res.get("profiles", {}))
+    for prec, g in res.get("batchnorm", {}).items():
+        profiles.update({f"{k} {prec}": p for k, p in g.get("profiles", {}).items()})
+    for label, p in profiles.items():
         rows = p.get("by_op_type") or p.get("by_op") or []
         top = "; ".join(f"{r['op']} {r['ms_per_step']:.0f} ms" for r in rows[:6])
         lines.append(f"- profile {label}: {p.get('wall_ms_per_step', float('nan')):.0f} ms/step wall, "
@@ -130,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--width", type=float, default=1.0, help="alexnet_cifar's width option")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--only", action="append", choices=["compile", "precision", "fourway"])
+    p.add_argument("--only", action="append", choices=["compile", "precision", "fourway", "batchnorm"])
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="the four-way table's precision for all four engines (fp32 emulates a CPU without bf16)")
+                   help="the four-way table's precision for all four engines (fp32 emulates a CPU without bf16); "
+                        "batchnorm: auto measures bf16 (where the CPU has it) and fp32, each in its own group")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     global SETTINGS
@@ -176,6 +199,21 @@ def main(argv: list[str] | None = None) -> int:
             res["fourway_precision"] = a.precision
             res["fourway"] = _pairs("fourway", res["data"], s, log_dir, machine, four)
             res["profiles"] = _profiles(res["data"], s, log_dir, four)
+        if "batchnorm" in parts:
+            res["batchnorm"] = {}
+            for prec in _bn_precisions(a.precision):
+                bn = {LABEL["torch"]: _cfg(None, precision=prec),
+                      **{BN_LABEL[k]: _cfg("tensorflow", precision=prec, keras_batchnorm=k)
+                         for k in ("stock", "fused")}}
+                try:
+                    res["batchnorm"][prec] = _pairs(f"batchnorm-{prec}", res["data"], s, log_dir, machine, bn,
+                                                    also=((BN_LABEL["fused"], BN_LABEL["stock"]),))
+                except BenchError as exc:
+                    res["batchnorm"][prec] = {"error": str(exc)}
+                    log(f"batchnorm {prec} failed: {exc}")
+                    continue
+                res["batchnorm"][prec]["profiles"] = _profiles(res["data"], s, log_dir,
+                                                               {k: v for k, v in bn.items() if k in BN_LABEL.values()})
         res["others_cpu_share_blocks"] = {"median": summary_share(machine), "blocks": len(machine.others_shares)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -190,6 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{res['others_cpu_share_blocks']['median']}\n\n{md}\n")
     print(f"wrote {out_path}")
     return 0
+
+
+def _bn_precisions(want: str) -> list[str]:
+    """The batchnorm part's precisions: the one asked for, or bf16 (where the CPU has it) and fp32."""
+    from alexbench.frameworks import cpu_has_bf16
+
+    if want != "auto":
+        return [want]
+    return (["bf16"] if cpu_has_bf16() else []) + ["fp32"]
 
 
 def summary_share(machine: Machine) -> float | None:
