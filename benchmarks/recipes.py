@@ -56,6 +56,8 @@ CANDIDATES = (  # the default run goes down this list: the likeliest to reach th
               "10 epochs; no dropout (a short run underfits), label smoothing 0.2, shorter warm-up"),
     Candidate("w0875-e13-d0-ls02", ("epochs=13", "model_options.width=0.875", *_SHORT),
               "convolutions at 7/8 width (0.77x the FLOPs per image), so 13 epochs fit the same budget"),
+    Candidate("w075-e18-d0-ls02", ("epochs=18", "model_options.width=0.75", *_SHORT),
+              "convolutions at 3/4 width: 13 epochs at 7/8 width beat 10 at full width, so further along that line"),
     Candidate("e10-d0-ls02-lr02", ("epochs=10", *_SHORT, "optimizer.lr=0.2"),
               "as e10-d0-ls02 with twice the peak learning rate"),
     Candidate("base-e10", ("epochs=10",), "the standard recipe cut to 10 epochs: the schedule alone (the control)"),
