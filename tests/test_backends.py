@@ -9,11 +9,15 @@ The TensorFlow backend's own kill/resume test is in test_train.py.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import synthetic_dataset, tiny_config
+from support.parityrun import load_gathered
 
 from alexbench.errors import UserError
 from alexbench.frameworks import import_keras
@@ -28,8 +32,39 @@ def _cfg(backend: str):
     return tiny_config("keras", keras_backend=backend, checkpoint_minutes=1e-6, **OVER)
 
 
+TESTS = Path(__file__).parent
+
+
 @pytest.fixture(scope="module")
-def mixed_run(tmp_path_factory):
+def parity_started(tmp_path_factory):
+    """Cross-backend parity of alexnet_cifar (``check_backends`` on TensorFlow, JAX and torch, batch 2) in a
+    process of its own (tests/support/parityrun.py), started before the mixed run below so that the two
+    sets of child processes run side by side. Yields (process, its output folder)."""
+    out = tmp_path_factory.mktemp("parity")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), str(TESTS.parent),
+                                                                   os.environ.get("PYTHONPATH")) if p)}
+    with open(out / "log.txt", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "support.parityrun", str(out), "alexnet_cifar",
+                                 "tensorflow,jax,torch", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def parity_run(parity_started):
+    """(check_backends's results, compare_backends's arguments as it passed them)."""
+    proc, out = parity_started
+    code = proc.wait(timeout=900)
+    assert code == 0, (out / "log.txt").read_text()[-3000:]
+    return json.loads((out / "results.json").read_text()), load_gathered(out)
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory, parity_started):
     """``alexbench run`` of a preset with Keras on JAX and on torch (children of this TensorFlow process)."""
     import yaml
 
@@ -62,12 +97,12 @@ def test_run_trains_each_backend_in_its_own_process(mixed_run):
     assert "| Keras (JAX) |" in md and "| Keras (torch) |" in md
 
 
-def test_parity_across_backends_and_native_torch():
+def test_parity_across_backends_and_native_torch(parity_run):
     """alexnet_cifar only (a child per backend costs most of the ~50 s); every registered model on
     every backend is the CLI check recorded in BENCHMARKS.md ("Keras backends", Parity)."""
-    from alexbench.models.parity import TOL, check_backends
+    from alexbench.models.parity import TOL
 
-    results = check_backends(["alexnet_cifar"], ["tensorflow", "jax", "torch"], batch=2)
+    results, _ = parity_run
     assert [r["options"] for r in results] == [{"norm": "batch"}, {"norm": "none"}]
     for r in results:
         assert r["passed"], r
@@ -76,14 +111,17 @@ def test_parity_across_backends_and_native_torch():
         assert r["own"]["jax"]["source"] == "keras weights of the first backend"
 
 
-def test_parity_across_backends_fails_on_a_real_difference(monkeypatch):
-    """Reference logits off by 1e-3 must fail every backend (the comparison is not vacuous)."""
+def test_parity_across_backends_fails_on_a_real_difference(parity_run):
+    """Reference logits off by 1e-3 must fail every backend (the comparison is not vacuous): the
+    verdict of the run above, given its own logits and the native torch logits shifted by 1e-3."""
     from alexbench.models import parity
 
-    real = parity._reference
-    monkeypatch.setattr(parity, "_reference", lambda *a, **k: real(*a, **k) + 1e-3)
-    r = parity.check_backends("alexnet_cifar", ["torch"], batch=1)[0]
-    assert not r["passed"] and r["vs_torch"]["torch"] > parity.TOL
+    results, gathered = parity_run
+    assert parity.compare_backends(**gathered) == results  # the verdict is a function of what it compared
+    shifted = {**gathered, "refs": {vid: ref + 1e-3 for vid, ref in gathered["refs"].items()}}
+    for r in parity.compare_backends(**shifted):
+        assert not r["passed"], r
+        assert all(d > parity.TOL for d in r["vs_torch"].values()), r
 
 
 def test_bad_keras_backend_is_one_line_exit_2(tmp_path, capsys):

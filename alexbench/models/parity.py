@@ -240,6 +240,14 @@ def check_backends(names: str | list[str], backends: list[str], num_classes: int
                 with np.load(it["logits"], allow_pickle=False) as f:
                     logits[it["id"]][b] = f["logits"]
                 own[it["id"]][b] = result[it["id"]]
+    return compare_backends(items, refs, logits, own, backends, num_classes, batch, seed)
+
+
+def compare_backends(items: list[dict[str, Any]], refs: dict[str, np.ndarray],
+                     logits: dict[str, dict[str, np.ndarray]], own: dict[str, dict[str, Any]], backends: list[str],
+                     num_classes: int, batch: int, seed: int) -> list[dict[str, Any]]:
+    """:func:`check_backends`'s verdict from what it gathered: per item (``id``, ``name``, ``options``), the
+    native torch logits ``refs[id]``, each backend's ``logits[id][backend]`` and its own check ``own[id][backend]``."""
     out = []
     for it in items:
         ref, lg = refs[it["id"]], logits[it["id"]]
