@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +45,40 @@ def _losses(run: Path) -> list[float]:
     return [steps[str(i)] for i in range(len(steps))]
 
 
-@pytest.fixture(scope="module", params=["tensorflow", "jax"])
-def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    """One child process per backend: the tiny training on 1 device, on 2, and on 2 stopped after step 5
-    (on JAX also resumed there; TensorFlow's is resumed through the CLI below)."""
+BACKENDS = ["tensorflow", "jax"]
+
+
+@pytest.fixture(scope="module")
+def children(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[subprocess.Popen, Path, Path]]]:
+    """One child process per backend, both started at once so that they run side by side: the tiny
+    training on 1 device, on 2, and on 2 stopped after step 5 (on JAX also resumed there; TensorFlow's
+    is resumed through the CLI below). backend -> (process, its folder, its data)."""
+    started: dict[str, tuple[subprocess.Popen, Path, Path]] = {}
+    try:
+        for backend in BACKENDS:
+            tmp = tmp_path_factory.mktemp(f"devices-{backend}")
+            data = write_image_folder(tmp / "data", classes=("cat", "dog"), per_class=40)
+            with open(tmp / "child.log", "w") as log:
+                started[backend] = (subprocess.Popen(
+                    [sys.executable, str(HERE / "support" / "ddprun.py"), str(tmp / "k"), "--data", str(data),
+                     "--framework", "keras", "--keras-backend", backend, "--devices", "1", "2", "--also-stopped",
+                     "5", *(["--then-resume"] if backend == "jax" else [])],
+                    env=_env(tmp), stdout=log, stderr=subprocess.STDOUT, cwd=SRC), tmp, data)
+        yield started
+    finally:
+        for proc, _, _ in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def runs(request: pytest.FixtureRequest, children: dict[str, tuple[subprocess.Popen, Path, Path]]
+         ) -> tuple[Path, Path, str]:
+    """The finished child process of one backend: (its folder, its data, the backend)."""
     backend = request.param
-    tmp = tmp_path_factory.mktemp(f"devices-{backend}")
-    data = write_image_folder(tmp / "data", classes=("cat", "dog"), per_class=40)
-    _run([sys.executable, str(HERE / "support" / "ddprun.py"), str(tmp / "k"), "--data", str(data),
-          "--framework", "keras", "--keras-backend", backend, "--devices", "1", "2", "--also-stopped", "5",
-          *(["--then-resume"] if backend == "jax" else [])], tmp)
+    proc, tmp, data = children[backend]
+    assert proc.wait(timeout=600) == 0, (tmp / "child.log").read_text()[-3000:]
     return tmp, data, backend
 
 
