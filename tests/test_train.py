@@ -183,27 +183,37 @@ def _fingerprint(run: Path) -> dict:
 
 def _kill_then_resume(tmp_path: Path, fw: str, seed: int) -> tuple[dict, dict]:
     """A reference run, and a run SIGKILLed before a seeded optimizer step (3 epochs of 6 steps,
-    a checkpoint after every step) then resumed; returns both fingerprints."""
+    a checkpoint after every step) then resumed; returns both fingerprints. The reference runs
+    beside the killed run (separate processes and folders)."""
     ref_dir, run_dir, hold = tmp_path / "ref", tmp_path / "killed", tmp_path / "hold"
-    ref = _run(ref_dir, fw)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    step = random.Random(seed).randrange(1, 18)
-    hold.touch()
-    p = _run(run_dir, fw, "--hold", str(hold), "--at-step", str(step), wait=False)
-    deadline = time.monotonic() + 240
-    while not hold.with_suffix(".held").exists():
-        assert p.poll() is None, f"the run ended (exit {p.returncode}) before step {step}: {p.communicate()[1][-2000:]}"
-        assert time.monotonic() < deadline, f"step {step} not reached within 240 s"
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.communicate(timeout=60)
-    # the kill landed inside the run: killed, not exited, and the run had not finished
-    assert p.returncode == -signal.SIGKILL
-    assert not (run_dir / "metrics.json").exists()
-    assert json.loads((run_dir / "state.json").read_text())["status"] == "running"
-    res = _run(run_dir, fw, "--resume")
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert f"resumed from {run_dir / 'checkpoints'}" in (run_dir / "log.txt").read_text()
+    ref = _run(ref_dir, fw, wait=False)
+    p = None
+    try:
+        step = random.Random(seed).randrange(1, 18)
+        hold.touch()
+        p = _run(run_dir, fw, "--hold", str(hold), "--at-step", str(step), wait=False)
+        deadline = time.monotonic() + 240
+        while not hold.with_suffix(".held").exists():
+            assert p.poll() is None, \
+                f"the run ended (exit {p.returncode}) before step {step}: {p.communicate()[1][-2000:]}"
+            assert time.monotonic() < deadline, f"step {step} not reached within 240 s"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=60)
+        # the kill landed inside the run: killed, not exited, and the run had not finished
+        assert p.returncode == -signal.SIGKILL
+        assert not (run_dir / "metrics.json").exists()
+        assert json.loads((run_dir / "state.json").read_text())["status"] == "running"
+        res = _run(run_dir, fw, "--resume")
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert f"resumed from {run_dir / 'checkpoints'}" in (run_dir / "log.txt").read_text()
+        _, err = ref.communicate(timeout=300)
+        assert ref.returncode == 0, err[-2000:]
+    finally:
+        for proc in (ref, p):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     return _fingerprint(ref_dir), _fingerprint(run_dir)
 
 
