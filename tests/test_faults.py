@@ -3,9 +3,10 @@
 The trials themselves run in one subprocess, ``python -m support.kills suite`` with a small
 trial count (the same command runs 100+ trials when asked): it imports the frameworks
 once, computes the uninterrupted reference runs once, and forks one child per run, so
-a trial costs seconds instead of two interpreter start-ups. Each trial here is one
-test item. See tests/support/kills.py for the kill points and the definition of
-``bytes_lost`` (bytes of previously complete files damaged or lost by a kill: must be 0).
+a trial costs seconds instead of two interpreter start-ups; two trials run at a time
+(``--jobs 2``: two forked workers). Each trial here is one test item. See
+tests/support/kills.py for the kill points and the definition of ``bytes_lost`` (bytes of
+previously complete files damaged or lost by a kill: must be 0).
 
 The suite's summary line, ``fault suite: trials=N faults_injected=N resumed_ok=N
 bytes_lost=0``, is printed in pytest's terminal summary.
@@ -52,7 +53,7 @@ def fault_suite(tmp_path_factory, request):
     work = tmp_path_factory.mktemp("faults")
     report = work / "results.json"
     cmd, env = command("suite", "--trials", str(N_TORCH), "--keras-trials", str(N_KERAS), "--seed", "0",
-                       "--workdir", str(work / "trials"), "--json", str(report))
+                       "--workdir", str(work / "trials"), "--json", str(report), "--jobs", "2")
     env["PYTHONHASHSEED"] = "0"
     env.pop("ALEXBENCH_DATA", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)

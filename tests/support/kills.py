@@ -2,7 +2,7 @@
 
 usage (from tests/, or with tests/ on PYTHONPATH):
 
-    python -m support.kills suite [--trials N] [--keras-trials K] [--seed S] [--workdir DIR] [--json FILE]
+    python -m support.kills suite [--trials N] [--keras-trials K] [--seed S] [--workdir DIR] [--json FILE] [--jobs J]
     python -m support.kills train OUT FRAMEWORK [--resume] [--ckpt-minutes M] [--epochs N] [--hold FILE --at-step K]
                                 [--keras-backend B] [--over JSON]
     python -m support.kills hold FILE --preset P --out DIR --data SOURCE
@@ -52,6 +52,10 @@ kill the child injects itself, and each must be byte-identical afterwards (``log
 is append-only: its earlier bytes must be unchanged); after every kill and after the
 resume, every published file must also load (a file that does not counts in full).
 Work not yet checkpointed is recomputed, not lost, and is not counted. It must be 0.
+
+With ``--jobs J`` the uninterrupted references run first, then J forked workers take the
+trials one at a time (each trial still runs, kills and resumes its own children); the trial
+lines then come in the order trials finish.
 
 ``suite`` prints one line per trial, then
 ``fault suite: trials=N faults_injected=N resumed_ok=N bytes_lost=0`` and exits 0 when
@@ -720,9 +724,55 @@ def _describe(r: TrialResult) -> str:
             f"lost={r.bytes_lost}{diff} {r.seconds:5.1f}s {status}")
 
 
+def _run_in_workers(suite: Suite, trials: list[Trial], jobs: int) -> list[TrialResult]:
+    """Run ``trials`` in ``jobs`` forked worker processes, each taking the next unclaimed trial (claimed by
+    creating ``claim-INDEX`` exclusively); returns the results in trial order. A worker is a fork of this
+    process, so it starts no framework runtime either: its runs and inspections are forks of their own."""
+    claims = suite.workdir / "claims"
+    claims.mkdir()
+
+    def work() -> None:
+        for t in trials:
+            try:
+                os.close(os.open(claims / f"claim-{t.index}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            r = suite.run_trial(t)
+            (claims / f"result-{t.index}.json").write_text(json.dumps(asdict(r)))
+            suite.echo(_describe(r))
+
+    pids = []
+    for _ in range(jobs):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                work()
+                code = 0
+            except BaseException:  # noqa: BLE001 - the parent reports the trials left without a result
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+    codes = [_wait(pid, timeout=3600) for pid in pids]
+    results = []
+    for t in trials:
+        path = claims / f"result-{t.index}.json"
+        if path.is_file():
+            results.append(TrialResult(**json.loads(path.read_text())))
+        else:
+            results.append(TrialResult(trial=asdict(t), problems=[f"no result: a worker exited with {codes}"]))
+    shutil.rmtree(claims, ignore_errors=True)
+    return results
+
+
 def run_suite(n_torch: int, n_keras: int, seed: int, workdir: Path, echo: Callable[[str], None] = print,
-              keep: bool = False) -> dict:
-    """Run the trials; returns {"trials": [...], "summary": line, "keras_max_abs_diff": x}."""
+              keep: bool = False, jobs: int = 1) -> dict:
+    """Run the trials, ``jobs`` at a time; returns {"trials": [...], "summary": line, "keras_max_abs_diff": x}."""
     from alexbench.frameworks import import_keras, import_torch
 
     if not hasattr(os, "fork"):
@@ -736,11 +786,17 @@ def run_suite(n_torch: int, n_keras: int, seed: int, workdir: Path, echo: Callab
     import alexbench.train  # noqa: F401
 
     suite = Suite(workdir, echo, keep)
-    results = []
-    for t in plan_trials(n_torch, n_keras, seed):
-        r = suite.run_trial(t)
-        results.append(r)
-        echo(_describe(r))
+    trials = plan_trials(n_torch, n_keras, seed)
+    if jobs > 1:
+        for t in trials:  # the uninterrupted references first, here, so that every worker has them all
+            suite.reference(t.framework, t.mode, t.checkpoint_minutes)
+        results = _run_in_workers(suite, trials, jobs)
+    else:
+        results = []
+        for t in trials:
+            r = suite.run_trial(t)
+            results.append(r)
+            echo(_describe(r))
     keras = [r.max_abs_diff for r in results if r.trial["framework"] == "keras"]
     line = summary_line(results)
     return {"trials": [asdict(r) for r in results], "summary": line,
@@ -752,6 +808,8 @@ def _suite_main(a: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     n_keras = a.trials // 10 if a.keras_trials is None else a.keras_trials
     if a.trials < 0 or n_keras < 0:
         p.error("trial counts must be >= 0")
+    if a.jobs < 1:
+        p.error("--jobs must be >= 1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if a.workdir:
@@ -759,10 +817,10 @@ def _suite_main(a: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         if workdir.exists() and any(workdir.iterdir()):
             p.error(f"--workdir {workdir} is not empty")
         workdir.mkdir(parents=True, exist_ok=True)
-        out = run_suite(a.trials, n_keras, a.seed, workdir, lambda s: print(s, flush=True), a.keep)
+        out = run_suite(a.trials, n_keras, a.seed, workdir, lambda s: print(s, flush=True), a.keep, a.jobs)
     else:
         with tempfile.TemporaryDirectory(prefix="alexbench-kills-") as tmp:
-            out = run_suite(a.trials, n_keras, a.seed, Path(tmp), lambda s: print(s, flush=True))
+            out = run_suite(a.trials, n_keras, a.seed, Path(tmp), lambda s: print(s, flush=True), jobs=a.jobs)
     if out["keras_max_abs_diff"] is not None:
         print(f"keras: largest difference between a resumed run and its reference: {out['keras_max_abs_diff']:g} "
               f"(bound {KERAS_BOUND:g})")
@@ -813,6 +871,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="work here and keep the folders of failed trials (default: a temp folder, removed)")
     s.add_argument("--keep", action="store_true", help="with --workdir: keep the folders of passed trials too")
     s.add_argument("--json", default=None, help="write every trial's result here")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="trials run at a time, each in a worker process (default 1); the references run first")
     t = sub.add_parser("train", help="one tiny train run on the toy set")
     t.add_argument("out")
     t.add_argument("framework", choices=["torch", "keras"])
