@@ -143,12 +143,18 @@ def test_ray_run_writes_the_report_the_local_executor_writes(cluster):
     assert err.count("finished earlier, skipping") == 2 and "[1/3] alexnet_cifar-torch-scratch-s0\n" not in err
 
 
-def test_a_killed_worker_does_not_lose_the_entry(cluster):
-    """SIGKILL the Ray worker training an entry after its first checkpoint: Ray retries the task,
-    which resumes from the checkpoint and finishes every epoch once."""
+EPOCHS = 12
+BACKENDS = "\n".join(f"  - {{model: alexnet_cifar, framework: keras, keras_backend: {b}, epochs: 1, "
+                     "checkpoint_minutes: 10, model_options: {width: 0.125}}" for b in ("jax", "torch"))
+
+
+@pytest.fixture(scope="module")
+def killed_run(cluster):
+    """One ``alexbench run --executor ray``: a 12-epoch torch entry with a checkpoint after every step,
+    whose Ray worker is SIGKILLed after its first checkpoint, beside one-epoch Keras entries on JAX
+    and on torch (the two CPUs run two entries at a time). Returns (run folder, the killed PID)."""
     address, data, tmp = cluster
-    epochs = 12
-    preset = _preset(tmp, TORCH, epochs=epochs, ckpt=1e-6)
+    preset = _preset(tmp, TORCH + "\n" + BACKENDS, epochs=EPOCHS, ckpt=1e-6)
     out = tmp / "killed"
     run_dir = out / "alexnet_cifar-torch-scratch-s0"
     driver = _cli(tmp, "--preset", str(preset), "--data", str(data), "--out", str(out), "--executor", "ray",
@@ -162,28 +168,33 @@ def test_a_killed_worker_does_not_lose_the_entry(cluster):
         pid = int((run_dir / ".alexbench.lock").read_text().split()[0])
         assert "ray" in Path(f"/proc/{pid}/cmdline").read_text().lower()  # a Ray worker, not the driver
         os.kill(pid, signal.SIGKILL)
-        _, err = _done(driver)
+        _done(driver)
     finally:
         if driver.poll() is None:
             driver.kill()
+    return out, pid
+
+
+def test_a_killed_worker_does_not_lose_the_entry(killed_run):
+    """SIGKILL the Ray worker training an entry after its first checkpoint: Ray retries the task,
+    which resumes from the checkpoint and finishes every epoch once."""
+    out, pid = killed_run
+    run_dir = out / "alexnet_cifar-torch-scratch-s0"
     status = json.loads((out / "run.json").read_text())
     assert status["entries"]["alexnet_cifar-torch-scratch-s0"]["status"] == "finished"
     log = (run_dir / "log.txt").read_text()
     assert f"took over a stale lock left by PID {pid}" in log and "resumed from" in log, log
     history = json.loads((run_dir / "metrics.json").read_text())["epochs"]
-    assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
+    assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
 
 
-def test_keras_on_jax_and_torch_trains_in_its_ray_worker(cluster):
+def test_keras_on_jax_and_torch_trains_in_its_ray_worker(killed_run):
     """A worker is a fresh process (no Keras loaded yet): a JAX or a torch entry trains there on its backend."""
-    address, data, tmp = cluster
-    entries = "\n".join(f"  - {{model: alexnet_cifar, framework: keras, keras_backend: {b}, "
-                        "model_options: {width: 0.125}}" for b in ("jax", "torch"))
-    out = tmp / "backends"
-    _done(_cli(tmp, "--preset", str(_preset(tmp, entries)), "--data", str(data), "--out", str(out), "--executor",
-               "ray", "--address", address))
+    out, _ = killed_run
+    status = json.loads((out / "run.json").read_text())["entries"]
     for backend in ("jax", "torch"):
         slug = f"alexnet_cifar-keras-{backend}-scratch-s0"
+        assert status[slug]["status"] == "finished", slug
         m = json.loads((out / slug / "metrics.json").read_text())
         assert m["backend"] == backend and np.isfinite(m["epochs"][0]["train_loss"]), slug
     assert "| Keras (JAX) |" in (out / "report.md").read_text()
