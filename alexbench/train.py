@@ -145,6 +145,7 @@ def _train_locked(cfg: TrainConfig | None, out: Path, data,  # noqa: ANN001
     from alexbench.engines import make_engine
     from alexbench.frameworks import set_threads
     from alexbench.models import MODELS, flops_per_image
+    from alexbench.models.flops import keras_flops
 
     threads = set_threads(cfg.threads or dist.threads())
     ds, splits = prepare_data(cfg, data)
@@ -161,9 +162,10 @@ def _train_locked(cfg: TrainConfig | None, out: Path, data,  # noqa: ANN001
     inference = rundir.preprocessing(norm, input_size, splits.x_train.shape[1:3], splits.classes, cfg.tta_flip)
     engine.build()
     trainable, total = engine.params()
-    # counted on the run's own framework (equal in both: parity checks it); a Keras run needs no torch
-    flops = flops_per_image(cfg.model, len(splits.classes), cfg.framework, input_size=input_size,
-                            **cfg.model_options)
+    # counted on the run's own framework (equal in both: parity checks it); a Keras run needs no torch:
+    # it reads the shapes of the model it built, a torch run counts a weightless copy (meta device)
+    flops = keras_flops(engine.model) if cfg.framework == "keras" else flops_per_image(
+        cfg.model, len(splits.classes), "torch", input_size=input_size, **cfg.model_options)
     stream = BatchStream(splits.x_train, splits.y_train, cfg.batch_size, cfg.seed, augment=cfg.augment.enabled,
                          pad=cfg.augment.crop_padding, flip=cfg.augment.flip, rank=dist.rank,
                          world_size=dist.world_size)

@@ -170,6 +170,8 @@ def test_torch_flop_counter_agrees_with_the_keras_walker(name, options):
     t = torch_flops(_built(name, "torch", options), MODELS[name].input_size)
     k = keras_flops(_built(name, "keras", options))
     assert t > 0 and t == k, (name, options, t, k, t - k)
+    # what a run records: the torch count of a weightless copy (meta device) is the same count
+    assert flops_per_image(name, 10, "torch", **dict(options)) == t
 
 
 def test_torch_flops_come_from_the_operators_run():

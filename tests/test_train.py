@@ -72,6 +72,12 @@ def test_one_run_writes_the_whole_run_folder(framework, tmp_path, tiny_ds):
     assert disk["train_flops"] == 3 * disk["flops_per_image"] * 96  # one epoch of 96 images, forward + backward
 
 
+def test_both_frameworks_record_the_same_flops(finished_runs):
+    """A torch run counts a weightless copy of its model, a Keras run the model it trained: the same figure."""
+    torch_m, keras_m = (json.loads((finished_runs[fw] / "metrics.json").read_text()) for fw in ("torch", "keras"))
+    assert torch_m["flops_per_image"] == keras_m["flops_per_image"] > 0
+
+
 def test_train_flops_counts_the_images_trained(tmp_path, tiny_ds):
     # batch 40 on 96 images drops the last partial batch: 80 images per epoch, two epochs
     m = train(tiny_config("torch", epochs=2, batch_size=40), tmp_path / "r", data=tiny_ds)

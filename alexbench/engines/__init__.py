@@ -26,6 +26,7 @@ class Engine(Protocol):
     num_classes: int
     norm: Normalization  # applied in-graph to every batch
     input_size: int  # batches are resized to this side in-graph when the images differ
+    model: Any  # the framework's model (torch nn.Module, keras.Model) once built
 
     def build(self) -> None:
         """Create the model (fresh, pretrained or from weights) and the optimizer state."""

@@ -63,13 +63,18 @@ def flops_per_image(name: str, num_classes: int = 10, framework: str = "torch", 
     """Forward FLOPs for one image of registered model ``name`` (see the module docstring).
 
     The figure is the same for both frameworks; ``parity`` and the tests check that.
-    (The torch model is built on the CPU and run on one image. FlopCounterMode imports
-    torch._dynamo and triton; the tests run it in a process that has TensorFlow loaded.)
+    (The torch model is built on PyTorch's ``meta`` device, shapes without weights, and
+    run on one image there: the count is the same as on the CPU, without allocating or
+    initialising the weights. FlopCounterMode imports torch._dynamo and triton; the tests
+    run it in a process that has TensorFlow loaded.)
     """
     from alexbench.models import create_model, get_spec
 
     size = input_size or get_spec(name).input_size
-    model = create_model(name, framework, num_classes, input_size=size, **options)
     if framework == "torch":
+        from alexbench.frameworks import import_torch
+
+        with import_torch().device("meta"):
+            model = create_model(name, framework, num_classes, input_size=size, **options)
         return torch_flops(model, size)
-    return keras_flops(model)
+    return keras_flops(create_model(name, framework, num_classes, input_size=size, **options))
