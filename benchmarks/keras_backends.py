@@ -1,7 +1,7 @@
 """Keras backends side by side: compiled or eager steps, bf16 or fp32, and the four-way speed table.
 
 ``python -m benchmarks.keras_backends [--data SRC] [--rounds N] [--steps N] [--width W] [--batch B]
-[--only compile|precision|fourway|batchnorm]``
+[--threads N] [--only compile|precision|fourway|batchnorm]``
 
 Every configuration is an alexbench engine in its own worker process (one Keras backend
 per process), fed by the shared batch stream: ``alexnet_cifar`` at batch 256, full width
@@ -53,13 +53,14 @@ class Settings:
     profile_steps: int = 4
     width: float = 1.0
     batch: int = 256
+    threads: int | None = None  # None: every usable core (the engines' default)
 
 
 SETTINGS = Settings()
 
 
 def _cfg(backend: str | None, **over: Any) -> dict:
-    base = {"model": "alexnet_cifar", "batch_size": SETTINGS.batch, "threads": None,
+    base = {"model": "alexnet_cifar", "batch_size": SETTINGS.batch, "threads": SETTINGS.threads,
             "model_options": {"width": SETTINGS.width}}
     if backend is None:
         return {**base, "framework": "torch", **over}
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--width", type=float, default=1.0, help="alexnet_cifar's width option")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None,
+                   help="every engine's threads (default: all usable cores); 1 keeps a busy machine's other "
+                        "processes from stalling a multi-threaded step")
     p.add_argument("--only", action="append", choices=["compile", "precision", "fourway", "batchnorm"])
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="the four-way table's precision for all four engines (fp32 emulates a CPU without bf16); "
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     global SETTINGS
-    s = SETTINGS = Settings(rounds=a.rounds, steps=a.steps, width=a.width, batch=a.batch)
+    s = SETTINGS = Settings(rounds=a.rounds, steps=a.steps, width=a.width, batch=a.batch, threads=a.threads)
     parts = a.only or ["compile", "precision", "fourway"]
     date = time.strftime("%Y-%m-%d")
     tag = "" if a.precision == "auto" else f"-{a.precision}"
