@@ -106,7 +106,7 @@ class TrainConfig(_Strict):
     keras_backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
     # Keras on TensorFlow: BatchNormalization's training step in TensorFlow's fused kernel ("fused") or in
     # Keras 3's own ops ("stock"); the saved layers are stock Keras either way. JAX/torch backends: stock, with a note
-    keras_batchnorm: Literal["fused", "stock"] = "stock"
+    keras_batchnorm: Literal["fused", "stock"] = "fused"
     pretrained: Optional[str] = None  # None, "imagenet", or a weights path
     weights: Optional[str] = None  # offline file for pretrained="imagenet"
     # typed by ``model`` (alexbench.models.options): an unknown option or a bad value is refused by name

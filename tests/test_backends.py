@@ -93,6 +93,9 @@ def test_run_trains_each_backend_in_its_own_process(mixed_run):
         assert m["entry"] == f"alexnet_cifar/keras-{backend}/scratch/s0"
         assert m["epochs"][1]["train_loss"] < m["epochs"][0]["train_loss"] and np.isfinite(m["test"]["loss"])
         assert m["system"]["versions"]["keras"] and (backend != "jax" or m["system"]["versions"]["jax"])
+        # the default keras_batchnorm: fused is TensorFlow's kernel: these backends run Keras's own layer and say so
+        assert m["config"]["keras_batchnorm"] == "fused" and m["system"]["keras_batchnorm"] == "stock"
+        assert f"on the {backend} backend Keras's own BatchNormalization runs" in (out / slug / "log.txt").read_text()
     md = (out / "report.md").read_text()
     assert "| Keras (JAX) |" in md and "| Keras (torch) |" in md
 
