@@ -12,45 +12,38 @@ validation pass has read every batch: by then its model was built and loaded, ev
 training step of the epoch ran and evaluation ran. The rest of a run (checkpoints,
 test metrics, the report) is the same code for every entry and runs end to end in
 ``test_the_issue_command_finishes`` and in test_runner.py / test_train.py; stopping
-there keeps twenty-odd ImageNet-sized models within a minute.
+there keeps twenty-odd ImageNet-sized models within a minute. An entry on a Keras
+backend other than this process's (TensorFlow) is watched the same way in a process of
+its own (tests/support/entryrun.py), one per (model, backend), started before the
+entries trained here so that they run side by side; ``alexbench run``'s own child
+process for another backend is tested in test_backends.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import synthetic_dataset, write_image_folder
+from conftest import write_image_folder
+from support.entryrun import run_entry
 
+from alexbench.backend_process import needs_child
 from alexbench.cli import main
 from alexbench.config import load_yaml
-from alexbench.hooks import Hooks
 from alexbench.models import accepted_sizes
 from alexbench.runner import PRESETS, _with_offline_weights, load_plan, preset_path
-from alexbench.train import train
 
 # 20 training images: 10 train (two steps of 5), 10 validation (one batch)
 TINY = ["epochs=1", "batch_size=5", "eval_batch_size=10", "val_fraction=0.5", "checkpoint_minutes=1000"]
 
 
-class _StopAfterValidation(Hooks):
-    """Counts the steps and stops the run when the first validation pass has read its last batch."""
-
-    def __init__(self) -> None:
-        self.losses, self.evaluated = [], 0
-
-    def step_end(self, global_step: int, loss: float) -> None:
-        self.losses.append(loss)
-
-    def eval_end(self, batches: int) -> None:
-        self.evaluated = batches
-        raise _Stop
-
-
-class _Stop(Exception):
-    pass
+TESTS = Path(__file__).parent
 
 
 def _tiny_copy(name: str, folder) -> str:
@@ -72,36 +65,59 @@ def test_the_presets_folder_is_the_preset_list():
     assert {"quick", "standard", "seeds"} <= set(PRESETS)
 
 
+def _start_entry(cfg, out: Path) -> tuple[subprocess.Popen, Path]:  # cfg: a TrainConfig
+    """tests/support/entryrun.py for ``cfg`` in a process of its own, on the entry's Keras backend."""
+    out.mkdir(parents=True)
+    (out.parent / f"{out.name}.json").write_text(json.dumps(cfg.model_dump(mode="json")))
+    result = out.parent / f"{out.name}.result.json"
+    env = {**os.environ, "KERAS_BACKEND": cfg.keras_backend,
+           "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH"))
+                                         if p)}
+    with open(out.parent / f"{out.name}.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "support.entryrun", str(out.parent / f"{out.name}.json"),
+                                 str(out / "run"), str(result)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return proc, result
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_entry_of_the_preset_runs(name, tmp_path, imagenet_weights):
     _, shipped = load_plan(name)
     _, tiny = load_plan(_tiny_copy(name, tmp_path), overrides=TINY)
     assert [e.slug for e in tiny] == [e.slug for e in shipped]
-    ds = synthetic_dataset(2, 1)
-    in_child = set()  # (model, backend) already trained in a child process: other seeds add only start-up time
+    cfgs = {}
     for entry, original in zip(tiny, shipped):
         # the entry's own protocol; only the work is made tiny
         for key in ("model", "framework", "pretrained", "model_options", "optimizer", "schedule", "augment",
                     "label_smoothing", "normalization", "finetune", "precision", "tta_flip"):
             assert getattr(entry.cfg, key) == getattr(original.cfg, key), (entry.slug, key)
-        cfg = _with_offline_weights(entry.cfg, str(imagenet_weights["dir"]))
+        cfg = cfgs[entry.slug] = _with_offline_weights(entry.cfg, str(imagenet_weights["dir"]))
         if cfg.pretrained:
             assert cfg.weights and cfg.weights.startswith(str(imagenet_weights["dir"]))
-        from alexbench.backend_process import needs_child
-
-        if needs_child(cfg):  # another Keras backend: a child process, which hooks cannot watch; run it through
-            if (cfg.model, cfg.keras_backend) in in_child:
+    # another Keras backend: a process of its own, one per (model, backend) (other seeds add only start-up
+    # time), started first so that it runs while the other entries train here
+    children = {}
+    try:
+        for slug, cfg in cfgs.items():
+            if needs_child(cfg) and not any(c[0] == (cfg.model, cfg.keras_backend) for c in children.values()):
+                children[slug] = ((cfg.model, cfg.keras_backend), *_start_entry(cfg, tmp_path / slug))
+        for slug, cfg in cfgs.items():
+            if needs_child(cfg):
                 continue
-            in_child.add((cfg.model, cfg.keras_backend))
-            m = train(cfg.model_copy(update={"epochs": 1}), tmp_path / entry.slug, data=ds, quiet=True)
-            assert m["backend"] == cfg.keras_backend and math.isfinite(m["epochs"][0]["train_loss"]), entry.slug
-            continue
-        hooks = _StopAfterValidation()
-        with pytest.raises(_Stop):
-            train(cfg, tmp_path / entry.slug, data=ds, quiet=True, hooks=hooks)
-        assert len(hooks.losses) == 2 and all(math.isfinite(v) for v in hooks.losses), entry.slug
-        assert hooks.evaluated == 1, entry.slug  # 10 validation images, one batch
+            hooks = run_entry(cfg, tmp_path / slug)
+            assert len(hooks.losses) == 2 and all(math.isfinite(v) for v in hooks.losses), slug
+            assert hooks.evaluated == 1, slug  # 10 validation images, one batch
+        for slug, (_, proc, result) in children.items():
+            assert proc.wait(timeout=600) == 0, (tmp_path / f"{slug}.log").read_text()[-3000:]
+            r = json.loads(result.read_text())
+            assert r["backend"] == cfgs[slug].keras_backend, slug
+            assert len(r["losses"]) == 2 and all(math.isfinite(v) for v in r["losses"]), slug
+            assert r["evaluated"] == 1, slug
+    finally:
+        for _, proc, _ in children.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.slow
