@@ -18,7 +18,11 @@ def _table(rows: list[list[str]], right: set[int]) -> str:
 
 
 def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
-    """One dict per registered model: params per framework and FLOPs per framework."""
+    """One dict per registered model: params per framework and FLOPs per framework.
+
+    The torch model is built on PyTorch's ``meta`` device (shapes without weights: the same
+    counts, without allocating or initialising them); the Keras model is built as usual."""
+    from alexbench.frameworks import import_torch
     from alexbench.models import MODELS, accepted_sizes, count_params, create_model
     from alexbench.models.flops import keras_flops, torch_flops
     from alexbench.models.geometry import describe_sizes
@@ -27,7 +31,11 @@ def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
     for name, spec in MODELS.items():
         params, flops = {}, {}
         for framework in spec.frameworks:
-            model = create_model(name, framework, num_classes)
+            if framework == "torch":
+                with import_torch().device("meta"):
+                    model = create_model(name, framework, num_classes)
+            else:
+                model = create_model(name, framework, num_classes)
             params[framework] = count_params(model, framework)
             flops[framework] = torch_flops(model, spec.input_size) if framework == "torch" else keras_flops(model)
             del model
