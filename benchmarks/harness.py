@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -213,12 +213,12 @@ def interleave(configs: list[Config], rounds: int, warm_round: dict | None = Non
             log(f"  round {r + 1}  {c.label:<34s} {extra}{note}")
 
 
-def median(values: list[float | None]) -> float:
+def median(values: Sequence[float | None]) -> float:
     vals = [v for v in values if v is not None]
     return float(statistics.median(vals)) if vals else float("nan")
 
 
-def spread(values: list[float | None]) -> tuple[float, float]:
+def spread(values: Sequence[float | None]) -> tuple[float, float]:
     vals = [v for v in values if v is not None]
     return (float(min(vals)), float(max(vals))) if vals else (float("nan"), float("nan"))
 
