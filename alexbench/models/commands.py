@@ -22,20 +22,15 @@ def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
 
     The torch model is built on PyTorch's ``meta`` device (shapes without weights: the same
     counts, without allocating or initialising them); the Keras model is built as usual."""
-    from alexbench.frameworks import import_torch
-    from alexbench.models import MODELS, accepted_sizes, count_params, create_model
-    from alexbench.models.flops import keras_flops, torch_flops
+    from alexbench.models import MODELS, accepted_sizes, count_params
+    from alexbench.models.flops import counting_model, keras_flops, torch_flops
     from alexbench.models.geometry import describe_sizes
 
     rows = []
     for name, spec in MODELS.items():
         params, flops = {}, {}
         for framework in spec.frameworks:
-            if framework == "torch":
-                with import_torch().device("meta"):
-                    model = create_model(name, framework, num_classes)
-            else:
-                model = create_model(name, framework, num_classes)
+            model = counting_model(name, framework, num_classes)
             params[framework] = count_params(model, framework)
             flops[framework] = torch_flops(model, spec.input_size) if framework == "torch" else keras_flops(model)
             del model

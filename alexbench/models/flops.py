@@ -68,13 +68,20 @@ def flops_per_image(name: str, num_classes: int = 10, framework: str = "torch", 
     initialising the weights. FlopCounterMode imports torch._dynamo and triton; the tests
     run it in a process that has TensorFlow loaded.)
     """
-    from alexbench.models import create_model, get_spec
+    from alexbench.models import get_spec
 
     size = input_size or get_spec(name).input_size
-    if framework == "torch":
-        from alexbench.frameworks import import_torch
+    model = counting_model(name, framework, num_classes, input_size=size, **options)
+    return torch_flops(model, size) if framework == "torch" else keras_flops(model)
 
-        with import_torch().device("meta"):
-            model = create_model(name, framework, num_classes, input_size=size, **options)
-        return torch_flops(model, size)
-    return keras_flops(create_model(name, framework, num_classes, input_size=size, **options))
+
+def counting_model(name: str, framework: str, num_classes: int, **kwargs: Any) -> Any:
+    """A model to count parameters and FLOPs on: torch's on the ``meta`` device (shapes, no weights)."""
+    from alexbench.models import create_model
+
+    if framework != "torch":
+        return create_model(name, framework, num_classes, **kwargs)
+    from alexbench.frameworks import import_torch
+
+    with import_torch().device("meta"):
+        return create_model(name, framework, num_classes, **kwargs)
