@@ -19,7 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/alexbench run --preset quick --out runs/demo --resume $(if $(DATA),--data $(DATA))
 
-# ruff (style, imports, bugbear, annotations, unused noqa) over the tree; mypy over alexbench/ (pyproject.toml)
+# ruff (style, imports, bugbear, annotations, unused noqa) over the tree; mypy over alexbench/ and benchmarks/ (pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy

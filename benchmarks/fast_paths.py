@@ -105,7 +105,7 @@ def step_only(rounds: int) -> dict:
         params = list(net.parameters())
         for p in params:
             p.grad = torch.randn_like(p) * 1e-3
-        kinds = {}
+        kinds: dict[str, Any] = {}
         for name, cls, kw in (("SGD nesterov", torch.optim.SGD, {"lr": 0.01, "momentum": 0.9, "nesterov": True}),
                               ("Adam", torch.optim.Adam, {"lr": 1e-3}), ("AdamW", torch.optim.AdamW, {"lr": 1e-3})):
             for fused in (True, False):

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                            "command": "python -m benchmarks.keras_backends " + " ".join(argv or sys.argv[1:]),
                            "machine": machine_info(), "settings": s.__dict__}
     try:
-        res["data"] = prepare_data(a.data, s, work)  # type: ignore[arg-type] - needs train/test_images only
+        res["data"] = prepare_data(a.data, s, work)
         machine = Machine()
         if "compile" in parts:
             res["compile"] = {}
@@ -197,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                     res["precision"][b] = {"error": str(exc)}
                     log(f"precision {b} failed: {exc}")
         if "fourway" in parts:
-            prec = {"precision": a.precision}
-            four = {LABEL["torch"]: _cfg(None, **prec), LABEL["tensorflow"]: _cfg("tensorflow", **prec),
-                    LABEL["jax"]: _cfg("jax", **prec), LABEL["keras-torch"]: _cfg("torch", **prec)}
+            given = {"precision": a.precision}
+            four = {LABEL["torch"]: _cfg(None, **given), LABEL["tensorflow"]: _cfg("tensorflow", **given),
+                    LABEL["jax"]: _cfg("jax", **given), LABEL["keras-torch"]: _cfg("torch", **given)}
             res["fourway_precision"] = a.precision
             res["fourway"] = _pairs("fourway", res["data"], s, log_dir, machine, four)
             res["profiles"] = _profiles(res["data"], s, log_dir, four)

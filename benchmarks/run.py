@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -147,7 +147,16 @@ def machine_info() -> dict:
     return info
 
 
-def prepare_data(source: str | None, s: Settings, work: Path) -> dict:
+class DataSlice(Protocol):
+    """What :func:`prepare_data` reads of a benchmark's settings (this suite's or another benchmark's)."""
+
+    @property
+    def train_images(self) -> int: ...
+    @property
+    def test_images(self) -> int: ...
+
+
+def prepare_data(source: str | None, s: DataSlice, work: Path) -> dict:
     """Write the benchmark's arrays (a fixed slice of the real data) where the workers can map them.
 
     Throughput does not depend on pixel values, so without the dataset the suite still runs
