@@ -4,6 +4,8 @@
                                                    # fused and the loop optimizer step, against the seed's loop
     python -m benchmarks.fast_paths --part cifar   # alexnet_cifar b256: fused vs loop at bf16 and fp32, and
                                                    # fp32 without channels_last or with one thread
+    python -m benchmarks.fast_paths --part fp32    # fp32 only: batch size, torch.compile and Keras's XLA on
+                                                   # alexnet_cifar; channels_last on/off on alexnet 224 px
     python -m benchmarks.fast_paths --part step    # the optimizer step alone (SGD, Adam, AdamW; fused, loop)
                                                    # on alexnet's and alexnet_cifar's weights, in this process
 
@@ -46,6 +48,17 @@ def _variants(part: str, bf16: bool) -> list[tuple[str, dict]]:
         out = [(f"engine {p}, {'fused' if f else 'loop'} step", {**base, "precision": p, "optimizer": {"fused": f}})
                for p in precisions for f in (True, False)]
         return out + [("seed-notebook loop (fp32)", {"plain_torch": True})]
+    if part == "fp32":  # what a CPU without bf16 can change: each paired with the fp32 default of its engine
+        cifar = {"model": "alexnet_cifar", "batch_size": 256, "precision": "fp32"}
+        big = {"model": "alexnet", "framework": "torch", "batch_size": 64, "precision": "fp32"}
+        return [("torch cifar fp32", {**cifar, "framework": "torch"}),
+                ("torch cifar fp32, batch 128", {**cifar, "framework": "torch", "batch_size": 128}),
+                ("torch cifar fp32, batch 512", {**cifar, "framework": "torch", "batch_size": 512}),
+                ("torch cifar fp32, torch.compile", {**cifar, "framework": "torch", "compile": True}),
+                ("keras cifar fp32", {**cifar, "framework": "keras"}),
+                ("keras cifar fp32, XLA", {**cifar, "framework": "keras", "compile": True}),
+                ("torch 224 fp32", big),
+                ("torch 224 fp32, channels_last off", {**big, "channels_last": False})]
     base = {"model": "alexnet_cifar", "framework": "torch", "batch_size": 256}
     out = [(f"{p}, {'fused' if f else 'loop'} step", {**base, "precision": p, "optimizer": {"fused": f}})
            for p in precisions for f in (True, False)]
@@ -60,6 +73,11 @@ def _ratios(part: str, cfgs: dict[str, Config]) -> dict[str, dict]:
             out[f"{label} / seed loop"] = paired_ratio(c, cfgs["seed-notebook loop (fp32)"])
         if label.endswith("fused step"):
             out[f"{label} / loop step"] = paired_ratio(c, cfgs[label.replace("fused step", "loop step")])
+    if part == "fp32":
+        for label in cfgs:
+            ref = label.split(",")[0]
+            if label != ref:
+                out[f"{label} / {ref}"] = paired_ratio(cfgs[label], cfgs[ref])
     if part == "cifar":
         for label in ("fp32, fused, channels_last off", "fp32, fused, 1 thread"):
             out[f"{label} / fp32, fused step"] = paired_ratio(cfgs[label], cfgs["fp32, fused step"])
@@ -155,7 +173,7 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.fast_paths", description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=["224", "cifar", "step"], required=True)
+    p.add_argument("--part", choices=["224", "cifar", "fp32", "step"], required=True)
     p.add_argument("--data", default=str(DEFAULT_DATA), help=f"dataset source (default: {DEFAULT_DATA})")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=None, help="timed steps per block (default: 3 at 224 px, 4 cifar)")

@@ -27,3 +27,16 @@ def test_tables_show_median_range_and_rounds():
     ms = {"m, SGD, fused": {"median": 10.0, "min": 9.0, "max": 11.0, "params": 2e6},
           "m, SGD, loop": {"median": 30.0, "min": 29.0, "max": 31.0, "params": 2e6}}
     assert "| m, SGD, fused | 2.0 M | 10 | 9–11 | 3.0× |" in step_markdown({"ms": ms})
+
+
+def test_fp32_part_pairs_each_option_with_its_engines_fp32_default():
+    variants = _variants("fp32", bf16=True)
+    assert all(c["precision"] == "fp32" for _, c in variants)  # the part a CPU without bf16 runs
+    labels = [label for label, _ in variants]
+    speed = {"torch cifar fp32, batch 512": 3.0, "keras cifar fp32, XLA": 0.5, "torch 224 fp32": 4.0}
+    cfgs = {label: Config(label, None, {}, results=[{"ips": speed.get(label, 1.0)}]) for label in labels}
+    ratios = _ratios("fp32", cfgs)
+    assert ratios["torch cifar fp32, batch 512 / torch cifar fp32"]["median"] == 3.0
+    assert ratios["keras cifar fp32, XLA / keras cifar fp32"]["median"] == 0.5
+    assert ratios["torch 224 fp32, channels_last off / torch 224 fp32"]["median"] == 0.25
+    assert len(ratios) == len(labels) - 3  # every option once; the three defaults are the references
