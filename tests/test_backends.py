@@ -1,9 +1,10 @@
-"""Keras on the JAX and torch backends: `run` end to end, SIGKILL and resume, parity, reports, bad backends.
+"""Keras on the JAX and torch backends: `run` end to end, parity, reports, bad backends.
 
 This test process runs Keras on TensorFlow (imported below), so every JAX or torch
 run here goes through alexbench's child process, exactly as in ``alexbench run`` with
 several backends.
-The TensorFlow backend's own kill/resume test is in test_train.py.
+The TensorFlow backend's own kill/resume test is in test_train.py; a JAX or torch-backend entry
+beside a SIGKILLed Ray worker is in test_ray.py.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ OVER = {"epochs": 2, "eval_batch_size": 8, "tta_flip": False}
 
 
 def _cfg(backend: str):
-    return tiny_config("keras", keras_backend=backend, checkpoint_minutes=1e-6, **OVER)
+    return tiny_config("keras", keras_backend=backend, **OVER)
 
 
 TESTS = Path(__file__).parent
