@@ -10,14 +10,13 @@ beside a SIGKILLed Ray worker is in test_ray.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import synthetic_dataset, tiny_config
+from support import support_command
 from support.parityrun import load_gathered
 
 from alexbench.errors import UserError
@@ -33,7 +32,6 @@ def _cfg(backend: str):
     return tiny_config("keras", keras_backend=backend, **OVER)
 
 
-TESTS = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +40,9 @@ def parity_started(tmp_path_factory):
     process of its own (tests/support/parityrun.py), started before the mixed run below so that the two
     sets of child processes run side by side. Yields (process, its output folder)."""
     out = tmp_path_factory.mktemp("parity")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), str(TESTS.parent),
-                                                                   os.environ.get("PYTHONPATH")) if p)}
+    argv, env = support_command("parityrun", str(out), "alexnet_cifar", "tensorflow,jax,torch", "2")
     with open(out / "log.txt", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "support.parityrun", str(out), "alexnet_cifar",
-                                 "tensorflow,jax,torch", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield proc, out
     finally:

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import write_image_folder
+from support import support_command
 from support.entryrun import run_entry
 
 from alexbench.backend_process import needs_child
@@ -43,7 +42,6 @@ from alexbench.runner import PRESETS, _with_offline_weights, load_plan, preset_p
 TINY = ["epochs=1", "batch_size=5", "eval_batch_size=10", "val_fraction=0.5", "checkpoint_minutes=1000"]
 
 
-TESTS = Path(__file__).parent
 
 
 def _tiny_copy(name: str, folder) -> str:
@@ -70,12 +68,10 @@ def _start_entry(cfg, out: Path) -> tuple[subprocess.Popen, Path]:  # cfg: a Tra
     out.mkdir(parents=True)
     (out.parent / f"{out.name}.json").write_text(json.dumps(cfg.model_dump(mode="json")))
     result = out.parent / f"{out.name}.result.json"
-    env = {**os.environ, "KERAS_BACKEND": cfg.keras_backend,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH"))
-                                         if p)}
+    argv, env = support_command("entryrun", str(out.parent / f"{out.name}.json"), str(out / "run"), str(result))
+    env["KERAS_BACKEND"] = cfg.keras_backend
     with open(out.parent / f"{out.name}.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "support.entryrun", str(out.parent / f"{out.name}.json"),
-                                 str(out / "run"), str(result)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     return proc, result
 
 

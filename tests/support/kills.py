@@ -85,6 +85,7 @@ import numpy as np
 
 from alexbench.hooks import Hooks
 from alexbench.rundir import run_slug
+from support import support_command
 from support.toydata import synthetic_dataset, tiny_config_dict, write_binary_source
 
 __all__ = ["KERAS_BOUND", "PHASES", "Trial", "HoldAt", "command", "plan_trials", "run_suite", "summary_line",
@@ -104,15 +105,11 @@ KERAS_PHASES = ["checkpoint", "batch", "eval", "timed"]
 # ----------------------------------------------------------------------------- the tiny experiment
 
 
-_TESTS = Path(__file__).resolve().parent.parent
-
-
 def command(*args: str) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) that run this harness in a fresh interpreter: ``command("train", out, "torch")``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_TESTS), str(_TESTS.parent), env.get("PYTHONPATH")) if p)
+    argv, env = support_command("kills", *args)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    return [sys.executable, "-m", "support.kills", *args], env
+    return argv, env
 
 
 def fault_config(framework: str, checkpoint_minutes: float) -> dict:
