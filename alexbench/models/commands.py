@@ -23,7 +23,7 @@ def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
     The torch model is built on PyTorch's ``meta`` device (shapes without weights: the same
     counts, without allocating or initialising them); the Keras model is built as usual."""
     from alexbench.models import MODELS, accepted_sizes, count_params
-    from alexbench.models.flops import counting_model, keras_flops, torch_flops
+    from alexbench.models.flops import counting_model, model_flops
     from alexbench.models.geometry import describe_sizes
 
     rows = []
@@ -32,7 +32,7 @@ def models_rows(num_classes: int = 10) -> list[dict[str, Any]]:
         for framework in spec.frameworks:
             model = counting_model(name, framework, num_classes)
             params[framework] = count_params(model, framework)
-            flops[framework] = torch_flops(model, spec.input_size) if framework == "torch" else keras_flops(model)
+            flops[framework] = model_flops(model, framework, spec.input_size)
             del model
         rows.append({"name": name, "frameworks": spec.frameworks, "input_size": spec.input_size,
                      "accepts": describe_sizes(accepted_sizes(name)),

@@ -71,8 +71,12 @@ def flops_per_image(name: str, num_classes: int = 10, framework: str = "torch", 
     from alexbench.models import get_spec
 
     size = input_size or get_spec(name).input_size
-    model = counting_model(name, framework, num_classes, input_size=size, **options)
-    return torch_flops(model, size) if framework == "torch" else keras_flops(model)
+    return model_flops(counting_model(name, framework, num_classes, input_size=size, **options), framework, size)
+
+
+def model_flops(model: Any, framework: str, input_size: int) -> int:
+    """Forward FLOPs for one image of a built ``model``: torch runs it on one image, Keras walks its layers."""
+    return torch_flops(model, input_size) if framework == "torch" else keras_flops(model)
 
 
 def counting_model(name: str, framework: str, num_classes: int, **kwargs: Any) -> Any:
